@@ -1,0 +1,190 @@
+"""One LCM multistep update as pure functions of tensors.
+
+Luo et al. 2023, "Latent Consistency Models", Algorithm 3 (multistep sampling): predict
+x0 from the model output, apply the consistency boundary condition
+f(x, t) = c_skip(t) * x + c_out(t) * x0, then re-noise to the next timestep.
+
+The per-step scalars are computed once per schedule (``step_coefficients``) in float32
+exactly as diffusers' ``LCMScheduler.step`` computes them, and handed to the tensor
+maths as Python floats: a Python scalar never touches device memory, so stepping does no
+host-device synchronisation on any device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .config import LCMConfig
+
+# sigma_data of the consistency-model parameterisation (Song et al. 2023, "Consistency
+# Models", section 3 and appendix C; LCM keeps 0.5).
+SIGMA_DATA = 0.5
+
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCoefficients:
+    """The scalars of one step at ``timestep``, going to ``timestep_prev``.
+
+    ``sqrt_alpha`` / ``sqrt_beta``: sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t);
+    ``c_skip`` / ``c_out``: the boundary-condition scalings;
+    ``sqrt_alpha_prev`` / ``sqrt_beta_prev``: the same terms at the next timestep (for the
+    last step, at ``timestep`` itself, as in the reference; they are then unused).
+    """
+
+    timestep: int
+    sqrt_alpha: float
+    sqrt_beta: float
+    c_skip: float
+    c_out: float
+    sqrt_alpha_prev: float
+    sqrt_beta_prev: float
+    # sqrt(alpha_bar_t) / c_out: dividing by it gives c_out * x0 for epsilon prediction in
+    # one operation (bit-identical to the reference where c_out == 1.0 in float32).
+    epsilon_x0_divisor_over_c_out: float
+    # 1 / c_out: the same for sample and v prediction.
+    one_over_c_out: float
+
+
+def boundary_condition_scalings(timesteps: torch.Tensor, timestep_scaling: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """c_skip(t) and c_out(t) of the consistency boundary condition, float32.
+
+    LCM eq. (the discrete form of Consistency Models eq. 7 with sigma_data = 0.5):
+    c_skip = sigma_data^2 / ((s t)^2 + sigma_data^2), c_out = s t / sqrt((s t)^2 + sigma_data^2),
+    with s = ``timestep_scaling``; c_skip(0) = 1 and c_out(0) = 0 make f(x, 0) = x.
+    """
+    scaled = timesteps.to(torch.int64) * timestep_scaling  # float32, as with the reference's tensor timesteps
+    c_skip = SIGMA_DATA**2 / (scaled**2 + SIGMA_DATA**2)
+    c_out = scaled / (scaled**2 + SIGMA_DATA**2) ** 0.5
+    return c_skip, c_out
+
+
+def step_coefficients(alpha_bar: torch.Tensor, timesteps: Sequence[int], timestep_scaling: float) -> List[StepCoefficients]:
+    """Per-step scalars for a descending schedule, computed once (float32 on the CPU)."""
+    t = torch.tensor(list(timesteps), dtype=torch.int64)
+    # The reference steps from the last timestep "to itself" (prev_timestep = timestep).
+    t_prev = torch.cat([t[1:], t[-1:]])
+    alpha, alpha_prev = alpha_bar[t], alpha_bar[t_prev]
+    sqrt_alpha, sqrt_beta = alpha.sqrt(), (1 - alpha).sqrt()
+    c_skip, c_out = boundary_condition_scalings(t, timestep_scaling)
+    columns = {
+        "sqrt_alpha": sqrt_alpha,
+        "sqrt_beta": sqrt_beta,
+        "c_skip": c_skip,
+        "c_out": c_out,
+        "sqrt_alpha_prev": alpha_prev.sqrt(),
+        "sqrt_beta_prev": (1 - alpha_prev).sqrt(),
+        "epsilon_x0_divisor_over_c_out": sqrt_alpha / c_out,
+        "one_over_c_out": 1 / c_out,
+    }
+    values = {name: column.tolist() for name, column in columns.items()}
+    return [
+        StepCoefficients(timestep=int(step_t), **{name: values[name][i] for name in columns})
+        for i, step_t in enumerate(t.tolist())
+    ]
+
+
+def predicted_original_sample(
+    model_output: torch.Tensor, sample: torch.Tensor, c: StepCoefficients, prediction_type: str
+) -> torch.Tensor:
+    """x0 from the model output (DDPM parameterisations, as the reference computes them)."""
+    if prediction_type == "epsilon":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)   (Ho et al. 2020, eq. 15)
+        return (sample - c.sqrt_beta * model_output) / c.sqrt_alpha
+    if prediction_type == "v_prediction":  # x0 = sqrt(a) x_t - sqrt(1 - a) v  (Salimans & Ho 2022, eq. 8)
+        return c.sqrt_alpha * sample - c.sqrt_beta * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
+    """Imagen's dynamic thresholding (Saharia et al. 2022, section 2.3).
+
+    Per sample, s = the ``ratio`` quantile of |x0| clamped to [1, ``max_value``]; x0 is
+    clamped to [-s, s] and divided by s. Computed in float32 (quantile needs it).
+    """
+    dtype = x0.dtype
+    flat = x0.reshape(x0.shape[0], -1)
+    if dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    s = torch.quantile(flat.abs(), ratio, dim=1)
+    s = torch.clamp(s, min=1, max=max_value).unsqueeze(1)
+    return (torch.clamp(flat, -s, s) / s).reshape(x0.shape).to(dtype)
+
+
+def clip_or_threshold(x0: torch.Tensor, config: LCMConfig) -> torch.Tensor:
+    """Apply the config's dynamic thresholding, else its clipping, else nothing."""
+    if config.thresholding:
+        return dynamic_threshold(x0, config.dynamic_thresholding_ratio, config.sample_max_value)
+    if config.clip_sample:
+        return x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+    return x0
+
+
+def denoise(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    c: StepCoefficients,
+    config: LCMConfig,
+    prediction_type: Optional[str] = None,
+) -> torch.Tensor:
+    """The consistency function f(x_t, t) = c_out * x0 + c_skip * x_t (LCM Algorithm 3, line 4).
+
+    ``prediction_type`` overrides the config's (the ComfyUI sampler passes "sample":
+    the host model already returns x0).
+    """
+    prediction_type = prediction_type or config.prediction_type
+    if config.thresholding or config.clip_sample:
+        x0 = clip_or_threshold(predicted_original_sample(model_output, sample, c, prediction_type), config)
+        scaled_x0 = x0 * c.c_out
+    elif prediction_type == "epsilon":
+        scaled_x0 = (sample - c.sqrt_beta * model_output) / c.epsilon_x0_divisor_over_c_out
+    elif prediction_type == "v_prediction":
+        scaled_x0 = (c.sqrt_alpha * sample - c.sqrt_beta * model_output) / c.one_over_c_out
+    else:
+        scaled_x0 = predicted_original_sample(model_output, sample, c, prediction_type) * c.c_out
+    return torch.add(scaled_x0, sample, alpha=c.c_skip)
+
+
+def renoise_(noise: torch.Tensor, denoised: torch.Tensor, c: StepCoefficients) -> torch.Tensor:
+    """x_prev = sqrt(a_prev) * denoised + sqrt(1 - a_prev) * z (LCM Algorithm 3, line 7), in ``noise``'s memory.
+
+    Both products are rounded before the sum, as in the reference: a fused multiply-add
+    would differ in the last bit, and the next step's epsilon formula divides any such
+    difference by sqrt(alpha_bar), up to 15x at t = 999.
+    """
+    return noise.mul_(c.sqrt_beta_prev).add_(denoised * c.sqrt_alpha_prev)
+
+
+def draw_noise(
+    shape: Sequence[int], generator: Generators, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Standard normal noise drawn where diffusers' ``randn_tensor`` draws it.
+
+    A CPU generator draws on the CPU and the result moves to ``device``, so a seed gives
+    the same numbers on every device; a list of generators draws one batch item each.
+    """
+    shape = tuple(shape)
+    if isinstance(generator, (list, tuple)) and len(generator) == 1:
+        generator = generator[0]
+    draw_device = torch.device(device)
+    if generator is not None:
+        generator_type = (generator[0] if isinstance(generator, (list, tuple)) else generator).device.type
+        if generator_type != draw_device.type:
+            if generator_type != "cpu":
+                raise ValueError(
+                    f"cannot draw noise for a {draw_device.type} tensor from a {generator_type} generator; "
+                    "pass a CPU generator (torch.Generator('cpu')) or one on the sample's device")
+            draw_device = torch.device("cpu")
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; pass one per batch item")
+        parts = [torch.randn((1,) + shape[1:], generator=g, device=draw_device, dtype=dtype) for g in generator]
+        noise = torch.cat(parts, dim=0)
+    else:
+        noise = torch.randn(shape, generator=generator, device=draw_device, dtype=dtype)
+    return noise.to(device)
