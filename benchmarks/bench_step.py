@@ -1,0 +1,88 @@
+"""lcm_core.LCMScheduler.step() against diffusers' LCMScheduler.step(), on the CPU.
+
+Paired and alternating in one process: each round times one call of each (in turn
+order swapped every round), after a warm-up; reports the medians and their ratio.
+Both schedulers run the same schedule, model output, sample and generator seed; the
+step index is reset so every call is the first, noisy, step at t = 999.
+
+    python benchmarks/bench_step.py [--shape 1 4 128 128] [--rounds 400] [--max-ratio 0.8]
+
+Exits 1 when the ratio is above --max-ratio (so `make bench` can gate on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import diffusers  # noqa: E402  (the reference, for comparison only)
+
+import lcm_core  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", type=int, nargs="+", default=[1, 4, 128, 128])
+    parser.add_argument("--rounds", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--max-ratio", type=float, default=0.8)
+    args = parser.parse_args()
+
+    shape = tuple(args.shape)
+    model_output = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    sample = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    ours, reference = lcm_core.LCMScheduler(), diffusers.LCMScheduler()
+    ours.set_timesteps(args.steps)
+    reference.set_timesteps(args.steps)
+    ours_generator, reference_generator = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+
+    def run_ours() -> torch.Tensor:
+        ours.set_begin_index(0)
+        ours._step_index = None  # every call is the first step
+        return ours.step(model_output, ours.timesteps[0], sample, generator=ours_generator).prev_sample
+
+    def run_reference() -> torch.Tensor:
+        reference._step_index = None
+        return reference.step(model_output, reference.timesteps[0], sample,
+                              generator=reference_generator).prev_sample
+
+    # Same inputs, same seed: the outputs agree before anything is timed.
+    ours_generator.manual_seed(0)
+    reference_generator.manual_seed(0)
+    difference = (run_ours() - run_reference()).abs().max().item()
+
+    timings = {"lcm_core": [], "diffusers": []}
+    runs = [("lcm_core", run_ours), ("diffusers", run_reference)]
+    for _ in range(args.warmup):
+        for _, run in runs:
+            run()
+    for round_index in range(args.rounds):
+        order = runs if round_index % 2 == 0 else runs[::-1]
+        for name, run in order:
+            start = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - start)
+
+    medians = {name: statistics.median(values) * 1e3 for name, values in timings.items()}
+    ratio = medians["lcm_core"] / medians["diffusers"]
+    print(json.dumps({
+        "benchmark": "step", "shape": list(shape), "dtype": "float32", "device": "cpu",
+        "threads": torch.get_num_threads(), "rounds": args.rounds,
+        "median_ms": {name: round(value, 4) for name, value in medians.items()},
+        "ratio": round(ratio, 3), "max_ratio": args.max_ratio, "max_abs_difference": difference,
+        "torch": torch.__version__, "diffusers": diffusers.__version__,
+    }, indent=2))
+    return 0 if ratio <= args.max_ratio else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
