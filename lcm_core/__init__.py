@@ -10,6 +10,7 @@ from .schedule import (
     alphas_cumprod,
     betas,
     custom_timesteps,
+    distillation_grid,
     drop_leading_steps,
     first_step_index,
     lcm_timesteps,
@@ -19,11 +20,14 @@ from .schedule import (
 from .scheduler import LCMScheduler, LCMSchedulerOutput
 from .step import (
     StepCoefficients,
+    apply_boundary_condition,
     boundary_condition_scalings,
     denoise,
     draw_noise,
     predicted_original_sample,
     renoise_,
+    renoise_k_space_,
+    sample_from_k_space,
     step_coefficients,
 )
 
@@ -38,9 +42,11 @@ __all__ = [
     "StepCoefficients",
     "StrengthMode",
     "alphas_cumprod",
+    "apply_boundary_condition",
     "betas",
     "boundary_condition_scalings",
     "custom_timesteps",
+    "distillation_grid",
     "denoise",
     "draw_noise",
     "drop_leading_steps",
@@ -48,6 +54,8 @@ __all__ = [
     "lcm_timesteps",
     "predicted_original_sample",
     "renoise_",
+    "renoise_k_space_",
+    "sample_from_k_space",
     "sigmas_from_alphas_cumprod",
     "step_coefficients",
     "timesteps_from_sigmas",

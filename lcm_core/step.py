@@ -138,16 +138,38 @@ def denoise(
     the host model already returns x0).
     """
     prediction_type = prediction_type or config.prediction_type
-    if config.thresholding or config.clip_sample:
+    if config.thresholding or config.clip_sample or prediction_type == "sample":
         x0 = clip_or_threshold(predicted_original_sample(model_output, sample, c, prediction_type), config)
-        scaled_x0 = x0 * c.c_out
-    elif prediction_type == "epsilon":
+        return apply_boundary_condition(x0, sample, c.c_skip, c.c_out)
+    if prediction_type == "epsilon":
         scaled_x0 = (sample - c.sqrt_beta * model_output) / c.epsilon_x0_divisor_over_c_out
-    elif prediction_type == "v_prediction":
-        scaled_x0 = (c.sqrt_alpha * sample - c.sqrt_beta * model_output) / c.one_over_c_out
     else:
-        scaled_x0 = predicted_original_sample(model_output, sample, c, prediction_type) * c.c_out
+        scaled_x0 = (c.sqrt_alpha * sample - c.sqrt_beta * model_output) / c.one_over_c_out
     return torch.add(scaled_x0, sample, alpha=c.c_skip)
+
+
+def apply_boundary_condition(x0: torch.Tensor, sample: torch.Tensor, c_skip: float, c_out: float) -> torch.Tensor:
+    """f(x_t, t) = c_out * x0 + c_skip * x_t, the consistency parameterisation (LCM eq. 9)."""
+    return torch.add(x0 * c_out, sample, alpha=c_skip)
+
+
+# -- The same step in k-diffusion's variables, as ComfyUI samples -------------------------
+# ComfyUI's discrete models sample x_k = x0 + sigma * eps with sigma_t = sqrt((1 - a_t) / a_t);
+# the UNet input, which is diffusers' sample, is x_t = x_k / sqrt(1 + sigma^2) = sqrt(a_t) x_k.
+
+
+def sample_from_k_space(x_k: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x_t = x_k / sqrt(1 + sigma^2): diffusers' sample from ComfyUI's latent (EPS.calculate_input)."""
+    return x_k / (1.0 + sigma * sigma) ** 0.5
+
+
+def renoise_k_space_(noise: torch.Tensor, denoised: torch.Tensor, sigma_next: float) -> torch.Tensor:
+    """x_k(next) = denoised + sigma_next * z, in ``noise``'s memory.
+
+    Equal to renoise_ in diffusers' variables: dividing by sqrt(1 + sigma_next^2) gives
+    sqrt(a_next) * denoised + sqrt(1 - a_next) * z.
+    """
+    return noise.mul_(sigma_next).add_(denoised)
 
 
 def renoise_(noise: torch.Tensor, denoised: torch.Tensor, c: StepCoefficients) -> torch.Tensor:

@@ -1,0 +1,18 @@
+"""The pack's ComfyUI nodes: thin glue from widgets to lcm_core and the host's sampling API."""
+
+from .config_node import LCMSchedulerConfig
+from .sampler import LCMSampler
+from .timesteps_node import LCMTimesteps
+
+# Node ids are stable: saved workflows refer to them.
+NODE_CLASS_MAPPINGS = {
+    "LCMSchedulerConfig": LCMSchedulerConfig,
+    "LCMTimesteps": LCMTimesteps,
+    "LCMSampler": LCMSampler,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LCMSchedulerConfig": "LCM Scheduler Config",
+    "LCMTimesteps": "LCM Timesteps",
+    "LCMSampler": "LCM Sampler (multistep)",
+}

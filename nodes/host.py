@@ -1,0 +1,85 @@
+"""What the pack reads from the host's MODEL: its sampling parameterisation and noise table.
+
+ComfyUI keeps these on the model's ``model_sampling`` object (``comfy.model_sampling``):
+a mix-in class for the parameterisation (EPS, V_PREDICTION, X0, or the LCM boundary
+condition of ``ModelSamplingDiscrete(lcm)``) over a sigma table. Only attributes that
+ComfyUI has kept stable since 2024 are used.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import torch
+
+# comfy.ldm.modules.diffusionmodules.util.make_beta_schedule names -> diffusers beta_schedule.
+# ComfyUI's "linear" is linear in sqrt(beta), which diffusers calls "scaled_linear".
+_COMFY_TO_DIFFUSERS_SCHEDULE = {"linear": "scaled_linear", "sqrt_linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+def model_sampling_of(model: Any) -> Any:
+    """The ``model_sampling`` object of a MODEL (a ModelPatcher), object patches included."""
+    return model.get_model_object("model_sampling")
+
+
+def _mro_names(model_sampling: Any) -> List[str]:
+    return [cls.__name__ for cls in type(model_sampling).__mro__]
+
+
+def applies_lcm_boundary(model_sampling: Any) -> bool:
+    """True for a model patched with ModelSamplingDiscrete(sampling="lcm").
+
+    Its output is already c_out * x0 + c_skip * x_k (comfy_extras.nodes_model_advanced.LCM),
+    so the sampler must not apply the boundary condition a second time.
+    """
+    return any(cls.__name__ == "LCM" and "calculate_denoised" in vars(cls) for cls in type(model_sampling).__mro__)
+
+
+def require_discrete(model_sampling: Any) -> None:
+    """Refuse models without discrete training timesteps (flow matching, EDM): LCM cannot step them."""
+    names = _mro_names(model_sampling)
+    if "ModelSamplingDiscrete" not in names or any("EDM" in name for name in names):
+        raise ValueError(
+            f"model: its sampling ({type(model_sampling).__name__}: {', '.join(names[:4])}) has no discrete "
+            "training timesteps; LCM needs a discrete-timestep model such as SD1.5, SDXL or SSD-1B")
+
+
+def prediction_type_of(model_sampling: Any) -> str:
+    """diffusers' prediction_type for the host's parameterisation."""
+    names = _mro_names(model_sampling)
+    if "V_PREDICTION" in names:
+        return "v_prediction"
+    if "X0" in names or "IMG_TO_IMG" in names:
+        return "sample"
+    if "EPS" in names:
+        return "epsilon"
+    raise ValueError(
+        f"model: its sampling type {type(model_sampling).__name__} ({', '.join(names[:4])}) is not a discrete "
+        "epsilon / v-prediction / x0 model; LCM needs a discrete-timestep model such as SD1.5, SDXL or SSD-1B")
+
+
+def config_fields_of(model: Any) -> Dict[str, Any]:
+    """The LCMConfig fields a MODEL decides: beta schedule, prediction type, zero-SNR."""
+    model_sampling = model_sampling_of(model)
+    require_discrete(model_sampling)
+    settings = getattr(getattr(getattr(model, "model", None), "model_config", None), "sampling_settings", {}) or {}
+    comfy_schedule = settings.get("beta_schedule", "linear")
+    fields: Dict[str, Any] = {
+        "num_train_timesteps": int(model_sampling.num_timesteps),
+        "prediction_type": prediction_type_of(model_sampling),
+        "rescale_betas_zero_snr": bool(getattr(model_sampling, "zsnr", False)),
+    }
+    if comfy_schedule in _COMFY_TO_DIFFUSERS_SCHEDULE:
+        fields["beta_schedule"] = _COMFY_TO_DIFFUSERS_SCHEDULE[comfy_schedule]
+        if comfy_schedule != "cosine":
+            fields["beta_start"] = float(getattr(model_sampling, "linear_start", settings.get("linear_start", 0.00085)))
+            fields["beta_end"] = float(getattr(model_sampling, "linear_end", settings.get("linear_end", 0.012)))
+    return fields
+
+
+def model_sigmas(model: Any, timesteps: Sequence[int]) -> torch.Tensor:
+    """The host model's own sigma for each integer timestep, float32 on the CPU."""
+    model_sampling = model_sampling_of(model)
+    require_discrete(model_sampling)
+    t = torch.tensor(list(timesteps), dtype=torch.float32)
+    return model_sampling.sigma(t).detach().to("cpu", torch.float32)

@@ -1,0 +1,107 @@
+"""LCMTimesteps: diffusers' LCM timesteps as ComfyUI SIGMAS (like SDTurboScheduler)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from ..lcm_core import (
+    LCMConfig,
+    StrengthMode,
+    alphas_cumprod,
+    custom_timesteps,
+    lcm_timesteps,
+    sigmas_from_alphas_cumprod,
+)
+from . import host
+from .config_node import LCM_CONFIG
+
+_STRENGTH_MODES = [mode.value for mode in StrengthMode]
+
+
+def parse_timestep_list(text: str) -> Optional[List[int]]:
+    """'999, 759, 499, 259' (commas, spaces or new lines) -> [999, 759, 499, 259]; blank -> None."""
+    items = [item for item in re.split(r"[\s,;]+", text.strip().strip("[]")) if item]
+    if not items:
+        return None
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise ValueError(
+            f"LCMTimesteps custom_timesteps: {text.strip()!r} is not a list of integers; write descending "
+            "training timesteps separated by commas, e.g. 999, 759, 499, 259") from None
+
+
+def schedule_timesteps(config: LCMConfig, steps: int, strength: float, original_inference_steps: int = 0,
+                       custom: str = "", strength_mode: str = StrengthMode.LCM_GRID.value) -> Tuple[int, ...]:
+    """The integer timesteps diffusers' LCMScheduler.set_timesteps gives for these node inputs."""
+    original = original_inference_steps or None
+    try:
+        custom_list = parse_timestep_list(custom or "")
+        if custom_list is not None:
+            return custom_timesteps(config, custom_list, original, strength)
+        return lcm_timesteps(config, steps, original, strength, StrengthMode(strength_mode))
+    except ValueError as error:
+        message = str(error)
+        if not message.startswith("LCMTimesteps"):
+            message = f"LCMTimesteps (steps={steps}, strength={strength}, original_inference_steps=" \
+                      f"{original_inference_steps or config.original_inference_steps}): {message}"
+        raise ValueError(message) from error
+
+
+class LCMTimesteps:
+    """LCM timesteps for SamplerCustom / SamplerCustomAdvanced, as sigmas ending in 0."""
+
+    DESCRIPTION = (
+        "The timesteps of diffusers' LCMScheduler.set_timesteps as SIGMAS (ending in 0) for SamplerCustom and "
+        "SamplerCustomAdvanced. strength < 1 is img2img: by default it shrinks the LCM distillation grid as the "
+        "LCM pipelines do (4 steps at 0.5: 499, 379, 259, 139); strength_mode drop_leading gives the SD img2img "
+        "meaning (499, 259). Use it with SamplerCustom(add_noise=True) on the previous pass's LATENT.")
+    CATEGORY = "sampling/custom_sampling/lcm"
+    FUNCTION = "get_sigmas"
+    RETURN_TYPES = ("SIGMAS", "STRING")
+    RETURN_NAMES = ("sigmas", "timesteps")
+    OUTPUT_TOOLTIPS = (
+        "Noise levels of the LCM timesteps followed by 0 (float32, CPU).",
+        "The integer training timesteps, comma separated, as diffusers' scheduler.timesteps.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> Dict[str, Any]:
+        return {
+            "required": {
+                "config": (LCM_CONFIG, {"tooltip": "From LCMSchedulerConfig."}),
+                "steps": ("INT", {"default": 4, "min": 1, "max": 1000,
+                                  "tooltip": "Inference steps (LCM: 1 to 8); at most original_inference_steps."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                       "tooltip": "1.0 for txt2img; below 1 for img2img (how much of the noise "
+                                                  "schedule to run)."}),
+            },
+            "optional": {
+                "original_inference_steps": ("INT", {"default": 0, "min": 0, "max": 10000,
+                                             "tooltip": "Distillation grid size; 0 uses the config's."}),
+                "custom_timesteps": ("STRING", {"default": "", "multiline": False,
+                                     "tooltip": "Descending training timesteps, e.g. 999, 759, 499, 259; "
+                                                "overrides steps. strength then drops leading steps."}),
+                "strength_mode": (_STRENGTH_MODES, {"default": StrengthMode.LCM_GRID.value,
+                                  "tooltip": "lcm_grid: the LCM pipelines' strength (shrink the grid). "
+                                             "drop_leading: the SD img2img pipelines' strength (drop the "
+                                             "first steps of the full schedule)."}),
+                "model": ("MODEL", {"tooltip": "When connected, sigmas come from this model's own noise table "
+                                               "(exact for any model sampling patch)."}),
+            },
+        }
+
+    def get_sigmas(self, config: LCMConfig, steps: int, strength: float, original_inference_steps: int = 0,
+                   custom_timesteps: str = "", strength_mode: str = StrengthMode.LCM_GRID.value,
+                   model: Any = None) -> Tuple[torch.Tensor, str]:
+        timesteps = schedule_timesteps(config, steps, strength, original_inference_steps, custom_timesteps,
+                                       strength_mode)
+        if model is not None:
+            sigmas = host.model_sigmas(model, timesteps)
+        else:
+            sigmas = sigmas_from_alphas_cumprod(alphas_cumprod(config))[list(timesteps)]
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+        return (sigmas, ", ".join(str(t) for t in timesteps))
