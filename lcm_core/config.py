@@ -166,7 +166,8 @@ def _validate(config: LCMConfig) -> None:
              f"timestep_spacing {config.timestep_spacing!r} is not one of {', '.join(TIMESTEP_SPACINGS)} "
              "(LCM ignores it, but a config carrying it should be a valid diffusers config)")
     _require(_finite(config.timestep_scaling) and config.timestep_scaling > 0,
-             f"timestep_scaling must be a positive number (diffusers' default is 10.0), got {config.timestep_scaling!r}")
+             "timestep_scaling must be a positive number (diffusers' default is 10.0), "
+             f"got {config.timestep_scaling!r}")
     _require(_finite(config.clip_sample_range) and config.clip_sample_range > 0,
              f"clip_sample_range must be a positive number, got {config.clip_sample_range!r}")
     _require(_finite(config.dynamic_thresholding_ratio) and 0.0 < config.dynamic_thresholding_ratio <= 1.0,

@@ -63,7 +63,9 @@ def boundary_condition_scalings(timesteps: torch.Tensor, timestep_scaling: float
     return c_skip, c_out
 
 
-def step_coefficients(alpha_bar: torch.Tensor, timesteps: Sequence[int], timestep_scaling: float) -> List[StepCoefficients]:
+def step_coefficients(
+    alpha_bar: torch.Tensor, timesteps: Sequence[int], timestep_scaling: float
+) -> List[StepCoefficients]:
     """Per-step scalars for a descending schedule, computed once (float32 on the CPU)."""
     t = torch.tensor(list(timesteps), dtype=torch.int64)
     # The reference steps from the last timestep "to itself" (prev_timestep = timestep).

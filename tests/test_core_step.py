@@ -268,7 +268,8 @@ def test_previous_timestep():
     assert [scheduler.previous_timestep(t) for t in (999, 759, 259)] == [759, 499, -1]
 
 
-@pytest.mark.parametrize("steps,set_alpha_to_one,timestep_scaling", list(itertools.product([2, 6], [True, False], [10.0, 1.5])))
+@pytest.mark.parametrize("steps,set_alpha_to_one,timestep_scaling",
+                         list(itertools.product([2, 6], [True, False], [10.0, 1.5])))
 def test_other_config_fields_match(steps, set_alpha_to_one, timestep_scaling):
     _compare_every_step(dict(set_alpha_to_one=set_alpha_to_one, timestep_scaling=timestep_scaling), (1, 4, 8, 8),
                         steps=steps)
