@@ -1,0 +1,600 @@
+"""Run the pack inside a real ComfyUI (tests, benchmarks and the demo use this).
+
+The ComfyUI tree comes from $LCM_COMFYUI (`make test` sets it from
+scripts/setup_env.sh). Two ways in:
+
+- in-process: `import_comfy()` puts the tree on sys.path (ahead of the repo
+  root, whose `nodes/` subpackage would otherwise shadow ComfyUI's top-level
+  `nodes.py`), forces CPU, and imports ComfyUI's modules; `import_pack()` loads
+  this repository as the package `lcm_multistep`, the way ComfyUI loads a
+  custom node; `tiny_unet_pair()` / `tiny_vae_pair()` give the same random
+  weights as a diffusers model and as a ComfyUI model, for parity tests.
+- out of process: `ComfyServer` starts ComfyUI's own `main.py` on 127.0.0.1
+  with this repository symlinked into custom_nodes/ and drives it over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACK_MODULE = "lcm_multistep"  # in-process package name of the repo root
+PACK_FOLDER = "lcm-multistep"  # its folder name under custom_nodes/ in the server
+ENV_VAR = "LCM_COMFYUI"
+
+
+class ComfyHostError(RuntimeError):
+    """The ComfyUI host is missing, misconfigured or failed."""
+
+
+def comfy_tree() -> Path:
+    """The ComfyUI tree named by $LCM_COMFYUI; a clear error if it is not set."""
+    value = os.environ.get(ENV_VAR)
+    if not value:
+        raise ComfyHostError(
+            f"{ENV_VAR} is not set, so there is no ComfyUI to test against. Run `make test` "
+            f"(it builds the venv and a ComfyUI tree with scripts/setup_env.sh and sets {ENV_VAR}), "
+            f"or set {ENV_VAR} to the COMFYUI= path that scripts/setup_env.sh prints."
+        )
+    tree = Path(value).resolve()
+    if not (tree / "main.py").is_file() or not (tree / "nodes.py").is_file():
+        raise ComfyHostError(f"{ENV_VAR}={value} is not a ComfyUI tree (no main.py / nodes.py there); run `make test`.")
+    return tree
+
+
+def prepare_comfy_path() -> Path:
+    """Put the tree first on sys.path and force CPU, without importing torch.
+
+    Cheap, so conftest runs it at import time: test modules may then import
+    comfy.* or `nodes` at module level. Must run before anything imports
+    comfy.model_management (it picks the device at import; without --cpu a CUDA
+    build of torch on a machine with no GPU fails there).
+    """
+    tree = comfy_tree()
+    # Index 0, ahead of the repo root that `python -m pytest` (cwd) or a
+    # pytest `pythonpath` setting may have inserted: ComfyUI's nodes.py must win
+    # over the pack's nodes/ package. Other repo-root packages (lcm_core) stay
+    # importable because the names do not collide.
+    entry = str(tree)
+    sys.path[:] = [p for p in sys.path if p != entry]
+    sys.path.insert(0, entry)
+    loaded = sys.modules.get("nodes")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != tree / "nodes.py":
+        raise ComfyHostError(
+            f"`nodes` was imported from {getattr(loaded, '__file__', loaded)!r} before ComfyUI's tree was put on "
+            "sys.path (the pack's nodes/ subpackage shadows ComfyUI's nodes.py); import comfy_host first."
+        )
+    if "comfy.model_management" not in sys.modules:
+        import comfy.cli_args  # parses no argv: comfy.options.args_parsing is False
+
+        comfy.cli_args.args.cpu = True
+    return tree
+
+
+@dataclasses.dataclass(frozen=True)
+class ComfyModules:
+    """The ComfyUI modules the tests use, imported with the right sys.path and device."""
+
+    tree: Path
+    comfy: types.ModuleType
+    model_management: types.ModuleType
+    samplers: types.ModuleType
+    sample: types.ModuleType
+    model_patcher: types.ModuleType
+    model_base: types.ModuleType
+    model_sampling: types.ModuleType
+    supported_models: types.ModuleType
+    sd: types.ModuleType
+    utils: types.ModuleType
+    nodes: types.ModuleType  # ComfyUI's top-level nodes.py, never the pack's nodes/
+    nodes_custom_sampler: types.ModuleType
+    nodes_model_advanced: types.ModuleType
+
+
+@functools.cache
+def import_comfy() -> ComfyModules:
+    """Import ComfyUI in this process (CPU only). Idempotent; about 5 s the first time."""
+    tree = prepare_comfy_path()
+    names = {
+        "model_management": "comfy.model_management",
+        "samplers": "comfy.samplers",
+        "sample": "comfy.sample",
+        "model_patcher": "comfy.model_patcher",
+        "model_base": "comfy.model_base",
+        "model_sampling": "comfy.model_sampling",
+        "supported_models": "comfy.supported_models",
+        "sd": "comfy.sd",
+        "utils": "comfy.utils",
+        "nodes": "nodes",
+        "nodes_custom_sampler": "comfy_extras.nodes_custom_sampler",
+        "nodes_model_advanced": "comfy_extras.nodes_model_advanced",
+    }
+    mods = {field: importlib.import_module(name) for field, name in names.items()}
+    if Path(mods["nodes"].__file__).resolve() != tree / "nodes.py":
+        raise ComfyHostError(f"`import nodes` gave {mods['nodes'].__file__}, not ComfyUI's {tree / 'nodes.py'}")
+    device = mods["model_management"].get_torch_device()
+    if device.type != "cpu":
+        raise ComfyHostError(f"ComfyUI picked {device}: comfy.model_management was imported before args.cpu was set")
+    return ComfyModules(tree=tree, comfy=importlib.import_module("comfy"), **mods)
+
+
+def import_pack() -> types.ModuleType:
+    """Load the repo root as the package `lcm_multistep`, as ComfyUI loads a custom node.
+
+    Relative imports inside the pack (`from .nodes import ...`) resolve to
+    lcm_multistep.nodes, never to ComfyUI's top-level `nodes`. Note that
+    `lcm_multistep.lcm_core` is a different module object from a top-level
+    `import lcm_core`, so classes from the two are not interchangeable.
+    """
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    import_comfy()  # the pack's nodes import comfy.*: CPU and sys.path first
+    init = REPO_ROOT / "__init__.py"
+    if not init.is_file():
+        raise ComfyHostError(f"{init} does not exist yet: the pack has no ComfyUI entry point to import")
+    spec = importlib.util.spec_from_file_location(PACK_MODULE, init, submodule_search_locations=[str(REPO_ROOT)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[PACK_MODULE]
+        raise
+    return module
+
+
+@functools.cache
+def load_script(name: str) -> types.ModuleType:
+    """Import scripts/<name>.py (not a package) as a module, e.g. make_tiny_checkpoint."""
+    path = REPO_ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"lcm_scripts_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ComfyHostError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------
+# Tiny models with the same weights in diffusers and in ComfyUI
+# ---------------------------------------------------------------------------
+
+TINY_UNET_DIFFUSERS: dict[str, Any] = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+
+# The same network in ComfyUI's terms (what model_detection would report, with
+# SD15's 8 heads from unet_extra_config): attention at the first level only.
+TINY_UNET_COMFY: dict[str, Any] = dict(
+    use_checkpoint=False,
+    image_size=32,
+    use_spatial_transformer=True,
+    legacy=False,
+    adm_in_channels=None,
+    in_channels=4,
+    out_channels=4,
+    model_channels=32,
+    num_res_blocks=[1, 1],
+    transformer_depth=[1, 0],
+    transformer_depth_output=[1, 1, 0, 0],
+    channel_mult=[1, 2],
+    transformer_depth_middle=1,
+    use_linear_in_transformer=False,
+    context_dim=32,
+    use_temporal_resblock=False,
+    use_temporal_attention=False,
+)
+
+# Four levels, like SD's VAE, so that ComfyUI's fixed diffusers->SD key
+# conversion (it numbers up blocks as 3 - i) and its 8x scale factor both hold;
+# width 32 because ComfyUI's VAE GroupNorm has 32 groups.
+TINY_VAE_DIFFUSERS: dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(32, 32, 32, 32),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=64,
+)
+TINY_VAE_COMFY: dict[str, Any] = {
+    "params": {
+        "embed_dim": 4,
+        "ddconfig": {
+            "double_z": True,
+            "z_channels": 4,
+            "resolution": 64,
+            "in_channels": 3,
+            "out_ch": 3,
+            "ch": 32,
+            "ch_mult": [1, 1, 1, 1],
+            "num_res_blocks": 1,
+            "attn_resolutions": [],
+            "dropout": 0.0,
+        },
+    }
+}
+
+
+def seeded_init_(module: Any, seed: int) -> None:
+    """Fill every parameter from its own generator, seeded from (seed, name).
+
+    ComfyUI builds layers without initialisation (comfy.ops.disable_weight_init),
+    so this is what makes its models usable; using it on the diffusers side too
+    gives both the same values. Matrices/convs: N(0, 1/fan_in); norm scales
+    1 + 0.1 N; biases 0.02 N. Norms and biases are deliberately not 1 and 0, so
+    a swapped or dropped key shows up in a parity test.
+    """
+    import zlib
+
+    import torch
+
+    with torch.no_grad():
+        for name, p in sorted(module.named_parameters()):
+            gen = torch.Generator().manual_seed((seed * 2654435761 + zlib.crc32(name.encode())) % (2**63))
+            x = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if p.ndim >= 2:
+                x = x / (p[0].numel() ** 0.5)
+            elif name.endswith("bias"):
+                x = x * 0.02
+            else:
+                x = 1.0 + 0.1 * x
+            p.copy_(x)
+
+
+def tiny_unet_pair(
+    seed: int = 0, dtype: Any = None, prediction: str = "epsilon", zsnr: bool = False
+) -> tuple[Any, Any]:
+    """(diffusers UNet2DConditionModel, ComfyUI ModelPatcher) with identical weights, on CPU.
+
+    prediction: "epsilon" or "v_prediction" (the ComfyUI model's model_type;
+    the diffusers UNet is the same network either way, its output is just read
+    as v). zsnr: rescale ComfyUI's sigmas to zero terminal SNR (as diffusers'
+    rescale_betas_zero_snr). ComfyUI's model_sampling is the stock
+    ModelSamplingDiscrete+EPS/V_PREDICTION for SD1.5's scaled_linear betas.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    c = import_comfy()
+    dtype = torch.float32 if dtype is None else dtype
+    unet = UNet2DConditionModel(**TINY_UNET_DIFFUSERS)
+    seeded_init_(unet, seed)
+    unet = unet.to(dtype).eval().requires_grad_(False)
+
+    model_config = c.supported_models.SD15(TINY_UNET_COMFY)
+    model_config.set_inference_dtype(dtype, None)
+    if zsnr:
+        model_config.sampling_settings["zsnr"] = True
+    model_types = {"epsilon": c.model_base.ModelType.EPS, "v_prediction": c.model_base.ModelType.V_PREDICTION}
+    if prediction not in model_types:
+        raise ValueError(f"prediction={prediction!r}: expected one of {sorted(model_types)}")
+    model = c.model_base.BaseModel(model_config, model_type=model_types[prediction], device=torch.device("cpu"))
+
+    key_map = c.utils.unet_to_diffusers(model_config.unet_config)  # diffusers key -> SD key
+    dsd = unet.state_dict()
+    converted = {key_map[k]: v for k, v in dsd.items() if k in key_map}
+    unmapped = sorted(set(dsd) - set(key_map))
+    if unmapped:
+        raise ComfyHostError(f"diffusers keys with no ComfyUI name: {unmapped[:5]}")
+    # strict: every ComfyUI parameter must come from diffusers (none left uninitialised).
+    model.diffusion_model.load_state_dict(converted, strict=True)
+    model.diffusion_model.to(dtype).eval().requires_grad_(False)
+    cpu = torch.device("cpu")
+    patcher = c.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    return unet, patcher
+
+
+def tiny_vae_pair(seed: int = 0) -> tuple[Any, Any]:
+    """(diffusers AutoencoderKL, comfy.sd.VAE) with identical weights, fp32 on CPU.
+
+    ComfyUI's VAE works in BHWC images in [0, 1] and encodes to the posterior
+    mode (= mean), not a sample; diffusers decode() works in BCHW in [-1, 1].
+    Neither applies the 0.18215 latent scaling (samplers do that).
+    """
+    import torch
+    from diffusers import AutoencoderKL
+
+    c = import_comfy()
+    vae = AutoencoderKL(**TINY_VAE_DIFFUSERS)
+    seeded_init_(vae, seed)
+    vae = vae.eval().requires_grad_(False)
+    dsd = {k: v.clone() for k, v in vae.state_dict().items()}
+    comfy_vae = c.sd.VAE(sd=dsd, config=TINY_VAE_COMFY, dtype=torch.float32, device=torch.device("cpu"))
+    # comfy.sd.VAE loads non-strictly and only logs missing keys: check it here.
+    convert = importlib.import_module("comfy.diffusers_convert").convert_vae_state_dict
+    expected = set(convert(vae.state_dict()))
+    got = set(comfy_vae.first_stage_model.state_dict())
+    if expected != got:
+        raise ComfyHostError(
+            f"VAE key mismatch: missing {sorted(got - expected)[:5]}, unexpected {sorted(expected - got)[:5]}"
+        )
+    return vae, comfy_vae
+
+
+# ---------------------------------------------------------------------------
+# A real ComfyUI server
+# ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ComfyServer:
+    """ComfyUI's main.py on 127.0.0.1 with this repo in custom_nodes/; a context manager.
+
+    The base directory (custom_nodes/, models/, input/, output/, user/) is a
+    fresh temporary folder, removed on exit unless keep_base_dir is set.
+    extra_args go to main.py; the default --disable-api-nodes skips ComfyUI's
+    paid-API nodes (start-up 8 s instead of 10 s on 2 cores, and no attempt to
+    reach the internet).
+    """
+
+    def __init__(
+        self,
+        python: str = sys.executable,
+        extra_args: tuple[str, ...] = ("--disable-api-nodes",),
+        startup_timeout: float = 90.0,
+        keep_base_dir: bool = False,
+    ) -> None:
+        self.tree = comfy_tree()
+        self.python = python
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout = startup_timeout
+        self.keep_base_dir = keep_base_dir
+        self.port = 0
+        self.url = ""
+        self.base_dir = Path()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path = Path()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> ComfyServer:
+        if self.keep_base_dir:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="lcm-comfy-"))
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lcm-comfy-")
+            self.base_dir = Path(self._tmp.name)
+        (self.base_dir / "custom_nodes").mkdir(exist_ok=True)
+        link = self.base_dir / "custom_nodes" / PACK_FOLDER
+        if not link.exists():
+            link.symlink_to(REPO_ROOT, target_is_directory=True)
+        (self.base_dir / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            self.python,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-auto-launch",
+            "--base-directory",
+            str(self.base_dir),
+            "--database-url",
+            "sqlite:///:memory:",
+            *self.extra_args,
+        ]
+        self._log_path = self.base_dir / "server.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        logger.info("starting ComfyUI: %s (cwd %s)", " ".join(cmd), self.tree)
+        with open(self._log_path, "wb") as log:
+            self._proc = subprocess.Popen(cmd, cwd=self.tree, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        start = time.monotonic()
+        while True:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise ComfyHostError(
+                    f"ComfyUI exited with code {self._proc.returncode} during start-up.\n{self.log_text()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/object_info", timeout=10) as resp:
+                    if resp.status == 200:
+                        json.load(resp)
+                        logger.info("ComfyUI ready at %s after %.1f s", self.url, time.monotonic() - start)
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                pass
+            if time.monotonic() - start > self.startup_timeout:
+                self.stop()
+                raise ComfyHostError(
+                    f"ComfyUI did not answer /object_info within {self.startup_timeout:.0f} s.\n{self.log_text()}"
+                )
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        """SIGINT (ComfyUI shuts down cleanly on it), then SIGKILL after 10 s."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> ComfyServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- inspection --------------------------------------------------------
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "output"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.base_dir / "models" / "checkpoints"
+
+    def pack_import_error(self) -> str | None:
+        """ComfyUI's log line if it failed to import the pack, else None."""
+        marker = f"{PACK_FOLDER} module for custom nodes:"
+        for line in self.log_text().splitlines():
+            if line.startswith("Cannot import") and marker in line:
+                return line
+        return None
+
+    def log_text(self) -> str:
+        try:
+            return self._log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no server log)"
+
+    # -- HTTP --------------------------------------------------------------
+    def get_json(self, path: str, timeout: float = 30.0) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout) as resp:
+            return json.load(resp)
+
+    def object_info(self) -> dict[str, Any]:
+        return self.get_json("/object_info")
+
+    def post_prompt(self, api_graph: dict[str, Any]) -> str:
+        """Queue an API-format graph; returns its prompt_id. Validation errors raise with ComfyUI's details."""
+        body = json.dumps({"prompt": api_graph, "client_id": uuid.uuid4().hex}).encode()
+        req = urllib.request.Request(f"{self.url}/prompt", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                answer = json.load(resp)
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode("utf-8", errors="replace")
+            raise ComfyHostError(f"POST /prompt rejected the graph ({err.code}): {detail}") from None
+        if answer.get("node_errors"):
+            raise ComfyHostError(f"POST /prompt: node errors {json.dumps(answer['node_errors'], indent=1)}")
+        return str(answer["prompt_id"])
+
+    def wait_for(self, prompt_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll /history until the prompt finishes; return its history entry, or raise with the node error."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+            status = (entry or {}).get("status") or {}
+            if entry is not None and status.get("completed") is not None:
+                if status.get("status_str") == "success":
+                    return entry
+                errors = [data for kind, data in status.get("messages", []) if kind == "execution_error"]
+                detail = "\n".join(
+                    f"node {e.get('node_id')} ({e.get('node_type')}): "
+                    f"{e.get('exception_type')}: {e.get('exception_message')}\n" + "".join(e.get("traceback") or [])
+                    for e in errors
+                ) or json.dumps(status, indent=1)
+                raise ComfyHostError(f"prompt {prompt_id} failed:\n{detail}")
+            if self._proc is None or self._proc.poll() is not None:
+                raise ComfyHostError(f"ComfyUI is not running (prompt {prompt_id}).\n{self.log_text()[-4000:]}")
+            time.sleep(0.1)
+        raise ComfyHostError(f"prompt {prompt_id} did not finish within {timeout:.0f} s.\n{self.log_text()[-4000:]}")
+
+    def run(self, api_graph: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        return self.wait_for(self.post_prompt(api_graph), timeout)
+
+    def output_files(self, entry: dict[str, Any]) -> list[Path]:
+        """Paths of the images a history entry's outputs name (SaveImage / PreviewImage)."""
+        paths = []
+        for node_out in entry.get("outputs", {}).values():
+            for img in node_out.get("images", []):
+                root = {"output": self.output_dir, "temp": self.base_dir / "temp"}.get(img.get("type"), self.output_dir)
+                paths.append(root / img.get("subfolder", "") / img["filename"])
+        return paths
+
+
+def txt2img_graph(
+    ckpt_name: str,
+    *,
+    seed: int = 0,
+    steps: int = 2,
+    cfg: float = 1.0,
+    sampler_name: str = "lcm",
+    scheduler: str = "sgm_uniform",
+    width: int = 512,
+    height: int = 512,
+    filename_prefix: str = "lcm_smoke",
+) -> dict[str, Any]:
+    """ComfyUI's stock txt2img graph in API format (built-in nodes only).
+
+    CheckpointLoaderSimple -> CLIPTextEncode x2 -> KSampler -> VAEDecode -> SaveImage;
+    the latent is width/8 x height/8.
+    """
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a cat", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+        "5": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["1", 0],
+                "positive": ["2", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
+                "seed": seed,
+                "steps": steps,
+                "cfg": cfg,
+                "sampler_name": sampler_name,
+                "scheduler": scheduler,
+                "denoise": 1.0,
+            },
+        },
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": filename_prefix}},
+    }
+
+
+@contextlib.contextmanager
+def comfy_server(**kwargs: Any) -> Any:
+    """`with comfy_server() as server:`, for scripts (tests use the pytest fixture)."""
+    with ComfyServer(**kwargs) as server:
+        yield server
