@@ -1,0 +1,68 @@
+# LCM Multistep: developer entry points. Everything runs in a cached virtual
+# environment with a real ComfyUI tree, both built outside the checkout by
+# scripts/setup_env.sh (about 3 minutes the first time on a machine, then instant).
+#
+#   make test    ruff, then the whole pytest suite against the real ComfyUI host
+#   make lint    ruff + the ASCII-only check
+#   make setup   build (or find) the environment and print where it is
+#   make demo    scripts/demo.py
+#   make bench   every benchmarks/*.py (each exits non-zero when over its budget)
+#   make pack    `comfy node pack` -> node.zip (what the Comfy Registry receives)
+#   make check-install   scripts/check_install_paths.py: pip / comfy-cli / ComfyUI install paths
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := test
+
+SETUP_ENV := bash scripts/setup_env.sh
+PYTEST_ARGS ?=
+# comfy-cli: no telemetry prompt, no telemetry, no update check, no TTY questions.
+COMFY_QUIET := DO_NOT_TRACK=1 COMFY_NO_TELEMETRY=1 COMFY_NO_UPDATE_CHECK=1
+
+# Sets $VENV and $COMFYUI in the recipe's shell. The assignment (not a bare
+# `eval "$(...)"`) makes a failing setup stop the recipe.
+LOAD_ENV = env_lines="$$($(SETUP_ENV))"; eval "$$env_lines"; export VENV COMFYUI LCM_COMFYUI="$$COMFYUI"
+
+.PHONY: setup test lint demo bench pack check-install
+
+setup:
+	$(SETUP_ENV)
+
+lint:
+	$(LOAD_ENV)
+	"$$VENV/bin/ruff" check .
+	# ASCII-only Python and TOML (ComfyUI on Windows reads sources as cp1252).
+	files="$$(git ls-files -co --exclude-standard -- '*.py' '*.toml' 2>/dev/null || find . -path ./.git -prune -o \( -name '*.py' -o -name '*.toml' \) -print)"
+	if [ -n "$$files" ] && LC_ALL=C grep -nP '[^\x00-\x7F]' $$files; then
+	  echo "lint: the lines above hold non-ASCII characters" >&2
+	  exit 1
+	fi
+
+test: lint
+	$(LOAD_ENV)
+	"$$VENV/bin/python" -m pytest tests -v -rs $(PYTEST_ARGS)
+
+demo:
+	$(LOAD_ENV)
+	"$$VENV/bin/python" scripts/demo.py
+
+bench:
+	$(LOAD_ENV)
+	shopt -s nullglob
+	benches=(benchmarks/*.py)
+	if [ $${#benches[@]} -eq 0 ]; then echo "bench: no benchmarks/*.py" >&2; exit 1; fi
+	for bench in "$${benches[@]}"; do
+	  echo "== $$bench"
+	  "$$VENV/bin/python" "$$bench"
+	done
+
+pack:
+	$(LOAD_ENV)
+	$(COMFY_QUIET) "$$VENV/bin/comfy" --skip-prompt node validate < /dev/null
+	$(COMFY_QUIET) "$$VENV/bin/comfy" --skip-prompt node pack < /dev/null
+	"$$VENV/bin/python" -m zipfile -l node.zip
+
+check-install:
+	$(LOAD_ENV)
+	"$$VENV/bin/python" scripts/check_install_paths.py --comfyui "$$COMFYUI" all
