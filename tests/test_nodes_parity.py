@@ -175,3 +175,22 @@ def test_img2img_sd_meaning_matches_sd_img2img_pipeline(comfy, nodes, models):
                          num_inference_steps=4, guidance_scale=1.0, generator=torch.Generator("cpu").manual_seed(3),
                          output_type="latent").images
     _close(latent, reference, scale)
+
+
+def test_img2img_chain_through_vae_decode_and_encode(comfy, nodes, models):
+    """The second pass may start from VAEEncode(VAEDecode(first)); diffusers given that latent agrees."""
+    unet, model = models
+    _, vae = comfy_host.tiny_vae_pair(seed=0)
+    config = lcm_config(nodes, model)
+    scale = _scale(comfy, model)
+    first, _ = comfy_sample(comfy, nodes, model, config, seed=11)
+    image = comfy.nodes.VAEDecode().decode(vae, first)[0]
+    assert image.shape == (1, LATENT * 8, LATENT * 8, 3)
+    encoded = comfy.nodes.VAEEncode().encode(vae, image)[0]
+    second, _ = comfy_sample(comfy, nodes, model, config, seed=12, strength=0.5, latent=encoded)
+    pipe = _pipeline(diffusers.LatentConsistencyModelImg2ImgPipeline, _lcm_unet_without_guidance_embedding(unet))
+    with torch.no_grad():
+        reference = pipe(prompt_embeds=POSITIVE, image=encoded["samples"] * scale, strength=0.5,
+                         num_inference_steps=4, guidance_scale=8.5, generator=torch.Generator("cpu").manual_seed(12),
+                         output_type="latent").images
+    _close(second, reference, scale)
