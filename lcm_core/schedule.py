@@ -96,7 +96,7 @@ def final_alpha_cumprod(config: LCMConfig, alpha_bar: torch.Tensor) -> torch.Ten
 def distillation_grid(config: LCMConfig, original_inference_steps: int, strength: float = 1.0) -> np.ndarray:
     """The LCM training/distillation timesteps, ascending: k-1, 2k-1, ... with k = T // N.
 
-    LCM (Luo et al. 2023, section 4.3, "skipping-step") distils on N = original_inference_steps
+    LCM (Luo et al. 2023, "skipping-step" distillation) distils on N = original_inference_steps
     evenly spaced timesteps; ``strength`` keeps the lower int(N * strength) of them.
     """
     k = config.num_train_timesteps // original_inference_steps

@@ -20,7 +20,7 @@ import torch
 from .config import LCMConfig
 
 # sigma_data of the consistency-model parameterisation (Song et al. 2023, "Consistency
-# Models", section 3 and appendix C; LCM keeps 0.5).
+# Models"; LCM keeps its default of 0.5).
 SIGMA_DATA = 0.5
 
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
@@ -53,7 +53,8 @@ class StepCoefficients:
 def boundary_condition_scalings(timesteps: torch.Tensor, timestep_scaling: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """c_skip(t) and c_out(t) of the consistency boundary condition, float32.
 
-    LCM eq. (the discrete form of Consistency Models eq. 7 with sigma_data = 0.5):
+    The consistency-model parameterisation (Song et al. 2023, "Consistency Models") in the
+    discrete form LCM uses (diffusers' ``get_scalings_for_boundary_condition_discrete``):
     c_skip = sigma_data^2 / ((s t)^2 + sigma_data^2), c_out = s t / sqrt((s t)^2 + sigma_data^2),
     with s = ``timestep_scaling``; c_skip(0) = 1 and c_out(0) = 0 make f(x, 0) = x.
     """
@@ -96,7 +97,7 @@ def predicted_original_sample(
     """x0 from the model output (DDPM parameterisations, as the reference computes them)."""
     if prediction_type == "epsilon":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)   (Ho et al. 2020, eq. 15)
         return (sample - c.sqrt_beta * model_output) / c.sqrt_alpha
-    if prediction_type == "v_prediction":  # x0 = sqrt(a) x_t - sqrt(1 - a) v  (Salimans & Ho 2022, eq. 8)
+    if prediction_type == "v_prediction":  # x0 = sqrt(a) x_t - sqrt(1 - a) v  (Salimans & Ho 2022)
         return c.sqrt_alpha * sample - c.sqrt_beta * model_output
     if prediction_type == "sample":
         return model_output
@@ -134,7 +135,7 @@ def denoise(
     config: LCMConfig,
     prediction_type: Optional[str] = None,
 ) -> torch.Tensor:
-    """The consistency function f(x_t, t) = c_out * x0 + c_skip * x_t (LCM Algorithm 3, line 4).
+    """The consistency function f(x_t, t) = c_out * x0 + c_skip * x_t (LCM, Algorithm 3).
 
     ``prediction_type`` overrides the config's (the ComfyUI sampler passes "sample":
     the host model already returns x0).
@@ -151,7 +152,7 @@ def denoise(
 
 
 def apply_boundary_condition(x0: torch.Tensor, sample: torch.Tensor, c_skip: float, c_out: float) -> torch.Tensor:
-    """f(x_t, t) = c_out * x0 + c_skip * x_t, the consistency parameterisation (LCM eq. 9)."""
+    """f(x_t, t) = c_out * x0 + c_skip * x_t, the consistency-model parameterisation."""
     return torch.add(x0 * c_out, sample, alpha=c_skip)
 
 
@@ -175,7 +176,7 @@ def renoise_k_space_(noise: torch.Tensor, denoised: torch.Tensor, sigma_next: fl
 
 
 def renoise_(noise: torch.Tensor, denoised: torch.Tensor, c: StepCoefficients) -> torch.Tensor:
-    """x_prev = sqrt(a_prev) * denoised + sqrt(1 - a_prev) * z (LCM Algorithm 3, line 7), in ``noise``'s memory.
+    """x_prev = sqrt(a_prev) * denoised + sqrt(1 - a_prev) * z (LCM, Algorithm 3), in ``noise``'s memory.
 
     Both products are rounded before the sum, as in the reference: a fused multiply-add
     would differ in the last bit, and the next step's epsilon formula divides any such
