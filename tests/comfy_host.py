@@ -598,3 +598,96 @@ def comfy_server(**kwargs: Any) -> Any:
     """`with comfy_server() as server:`, for scripts (tests use the pytest fixture)."""
     with ComfyServer(**kwargs) as server:
         yield server
+
+
+# ---------------------------------------------------------------------------
+# Workflows: UI format (what the frontend saves) and API format (what /prompt takes)
+# ---------------------------------------------------------------------------
+
+EXAMPLE_WORKFLOWS = REPO_ROOT / "example_workflows"
+# Input types the frontend draws as widgets (a list is an old-style COMBO).
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+SEED_NAMES = ("seed", "noise_seed")  # the frontend adds a control widget to these INTs by default
+
+
+def input_specs(node_info: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any], bool]]:
+    """(name, type, options, optional) for each input of an /object_info entry, required first, in order."""
+    specs = []
+    for section in ("required", "optional"):
+        declared = node_info["input"].get(section, {})
+        for name in node_info.get("input_order", {}).get(section, list(declared)):
+            spec = declared[name]
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            specs.append((name, spec[0], options, section == "optional"))
+    return specs
+
+
+def is_widget(input_type: Any, options: dict[str, Any]) -> bool:
+    return (isinstance(input_type, list) or input_type in WIDGET_TYPES) and not options.get("forceInput")
+
+
+def widget_slots(node_info: dict[str, Any]) -> list[str | None]:
+    """Names of a node's widgets_values entries as the frontend writes them; None marks the
+    "control_after_generate" value (fixed / increment / decrement / randomize) after a seed."""
+    slots: list[str | None] = []
+    for name, input_type, options, _ in input_specs(node_info):
+        if not is_widget(input_type, options):
+            continue
+        slots.append(name)
+        if input_type == "INT":
+            control = options.get("control_after_generate")
+            control = name in SEED_NAMES if control is None else control
+        else:
+            control = options.get("control_after_generate", False)
+        if control:
+            slots.append(None)
+    return slots
+
+
+def ui_to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+    """A UI-format workflow as the API-format graph the frontend queues ("Export (API)").
+
+    Widget values go to their inputs by name (control values dropped), links become
+    [source node id, output slot]; muted / bypassed nodes (mode != 0) are not supported.
+    """
+    links = {link[0]: link for link in workflow["links"]}
+    graph: dict[str, Any] = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) != 0:
+            raise ValueError(f"node {node['id']} ({node['type']}) is muted or bypassed")
+        values = list(node.get("widgets_values") or [])
+        slots = widget_slots(object_info[node["type"]])
+        if len(values) != len(slots):
+            raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values, expected {slots}")
+        inputs: dict[str, Any] = {name: value for name, value in zip(slots, values) if name is not None}
+        for slot in node.get("inputs") or []:
+            if slot.get("link") is not None:
+                _, origin, origin_slot, _, _, _ = links[slot["link"]]
+                inputs[slot["name"]] = [str(origin), origin_slot]
+        graph[str(node["id"])] = {
+            "inputs": inputs,
+            "class_type": node["type"],
+            "_meta": {"title": node.get("title") or object_info[node["type"]].get("display_name") or node["type"]},
+        }
+    return graph
+
+
+def import_times(log_text: str) -> dict[str, tuple[float, bool]]:
+    """ComfyUI's start-up table "Import times for custom nodes" as {path: (seconds, imported)}.
+
+    Its lines read `   0.0 seconds: PATH` or `   0.1 seconds (IMPORT FAILED): PATH`.
+    """
+    import re
+
+    row = re.compile(r"^\s*(\d+(?:\.\d+)?) seconds( \(IMPORT FAILED\))?: (.+?)\s*$")
+    times: dict[str, tuple[float, bool]] = {}
+    lines = iter(log_text.splitlines())
+    for line in lines:
+        if line.strip() == "Import times for custom nodes:":
+            break
+    for line in lines:
+        match = row.match(line)
+        if match is None:
+            break
+        times[match.group(3)] = (float(match.group(1)), match.group(2) is None)
+    return times

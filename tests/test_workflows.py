@@ -1,0 +1,207 @@
+"""The bundled workflows and the demo, against a real ComfyUI server.
+
+example_workflows/lcm_txt2img_then_img2img.json is the UI-format workflow that
+ComfyUI's templates browser lists (GET /workflow_templates globs
+custom_nodes/*/example_workflows/*.json, one level deep);
+example_workflows/api/lcm_txt2img_then_img2img.api.json is the same graph in API
+format, which the demo and these tests post (a subfolder, so the browser does
+not list it as a broken template).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfy_host import (
+    EXAMPLE_WORKFLOWS,
+    PACK_FOLDER,
+    REPO_ROOT,
+    ComfyServer,
+    import_times,
+    input_specs,
+    load_script,
+    ui_to_api,
+    widget_slots,
+)
+
+NAME = "lcm_txt2img_then_img2img"
+UI_PATH = EXAMPLE_WORKFLOWS / f"{NAME}.json"
+API_PATH = EXAMPLE_WORKFLOWS / "api" / f"{NAME}.api.json"
+PACK_NODES = ("LCMSchedulerConfig", "LCMTimesteps", "LCMSampler")
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server: ComfyServer) -> dict[str, Any]:
+    return comfy_server.object_info()
+
+
+def declared_input_types(node_info: dict[str, Any]) -> dict[str, Any]:
+    return {name: ("COMBO" if isinstance(kind, list) else kind) for name, kind, _, _ in input_specs(node_info)}
+
+
+def test_server_lists_the_pack_nodes(object_info: dict[str, Any]) -> None:
+    assert set(PACK_NODES) <= set(object_info)
+    config, timesteps, sampler = (object_info[name] for name in PACK_NODES)
+    assert config["output"] == ["LCM_CONFIG"]
+    assert timesteps["output"] == ["SIGMAS", "STRING"]
+    assert timesteps["input_order"]["required"] == ["config", "steps", "strength"]
+    assert timesteps["input"]["required"]["config"][0] == "LCM_CONFIG"
+    assert sampler["output"] == ["SAMPLER"]
+    assert sampler["input_order"]["required"] == ["config"]
+    assert sampler["input"]["required"]["config"][0] == "LCM_CONFIG"
+    for name in PACK_NODES:
+        assert object_info[name]["category"].startswith("sampling/custom_sampling/"), name
+    # DESIGN.md: a description on every node of the pack, a tooltip on every input and output.
+    ours = [name for name, info in object_info.items() if info["python_module"] == f"custom_nodes.{PACK_FOLDER}"]
+    assert set(PACK_NODES) <= set(ours)
+    for name in ours:
+        info = object_info[name]
+        assert info["description"], name
+        assert all(info["output_tooltips"]), name
+        for input_name, _, options, _ in input_specs(info):
+            assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def test_pack_import_time_is_small(comfy_server: ComfyServer) -> None:
+    times = import_times(comfy_server.log_text())
+    ours = {path: value for path, value in times.items() if Path(path).name == PACK_FOLDER}
+    assert len(ours) == 1, f"no import time for the pack in the log: {times}"
+    ((path, (seconds, imported)),) = ours.items()
+    assert imported, f"ComfyUI failed to import {path}"
+    assert seconds <= 0.1, f"the pack took {seconds} s to import (ComfyUI's start-up table)"
+
+
+def test_templates_browser_lists_only_the_ui_workflow(comfy_server: ComfyServer) -> None:
+    assert comfy_server.get_json("/workflow_templates") == {PACK_FOLDER: [NAME]}
+    served = comfy_server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{NAME}.json")
+    assert served == load(UI_PATH)
+
+
+def test_ui_workflow_is_consistent(object_info: dict[str, Any]) -> None:
+    ui = load(UI_PATH)
+    # The fields the frontend's workflow schema (zComfyWorkflow / zComfyNode, 1.32) requires.
+    assert {"last_node_id", "last_link_id", "nodes", "links", "version"} <= set(ui) and ui["version"] == 0.4
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == max(link[0] for link in ui["links"])
+    # The Comfy Registry id (pyproject's [project] name, its first `name =` line) lets the
+    # frontend / ComfyUI-Manager offer to install the pack when the nodes are missing.
+    pack_id = re.search(r'^name = "([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    for node in nodes.values():
+        assert {"id", "type", "pos", "size", "flags", "order", "mode", "properties"} <= set(node)
+        assert node["type"] in object_info, f"node {node['id']}: {node['type']} is not a ComfyUI node"
+        info = object_info[node["type"]]
+        slots = widget_slots(info)
+        assert len(node["widgets_values"]) == len(slots), f"node {node['id']} ({node['type']}): widgets {slots}"
+        for slot, value in zip(slots, node["widgets_values"]):
+            if slot is None:
+                assert value in ("fixed", "increment", "decrement", "randomize")
+        if node["type"] in PACK_NODES:
+            assert node["properties"].get("cnr_id") == pack_id
+    orders = sorted(node["order"] for node in nodes.values())
+    assert orders == list(range(len(nodes)))
+    for link_id, origin, origin_slot, target, target_slot, kind in ui["links"]:
+        out = nodes[origin]["outputs"][origin_slot]
+        inp = nodes[target]["inputs"][target_slot]
+        declared_out = object_info[nodes[origin]["type"]]["output"][origin_slot]
+        declared_in = declared_input_types(object_info[nodes[target]["type"]])[inp["name"]]
+        assert kind == out["type"] == inp["type"] == declared_out == declared_in, f"link {link_id}"
+        assert link_id in out["links"] and inp["link"] == link_id, f"link {link_id}"
+        assert nodes[origin]["order"] < nodes[target]["order"], f"link {link_id} runs against the order"
+
+
+def test_api_workflow_is_consistent(object_info: dict[str, Any]) -> None:
+    api = load(API_PATH)
+    for node_id, node in api.items():
+        info = object_info[node["class_type"]]
+        declared = declared_input_types(info)
+        assert set(info["input"]["required"]) <= set(node["inputs"]), f"node {node_id} misses required inputs"
+        for name, value in node["inputs"].items():
+            assert name in declared, f"node {node_id}: unknown input {name}"
+            if isinstance(value, list):
+                source, slot = value
+                assert source in api, f"node {node_id}.{name} links to missing node {source}"
+                output = object_info[api[source]["class_type"]]["output"]
+                assert 0 <= slot < len(output) and output[slot] == declared[name], f"node {node_id}.{name}"
+    # Both files hold the same graph: the UI workflow converts to exactly the API one.
+    assert ui_to_api(load(UI_PATH), object_info) == api
+
+
+def test_api_workflow_runs_to_two_images(comfy_server: ComfyServer, tiny_checkpoint: str) -> None:
+    from PIL import Image
+
+    graph = load(API_PATH)
+    for node in graph.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = tiny_checkpoint
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=64, height=64)
+    files = comfy_server.output_files(comfy_server.run(graph, timeout=120))
+    assert sorted(f.name.split("_000")[0] for f in files) == ["lcm_img2img", "lcm_txt2img"]
+    pixels = []
+    for path in files:
+        assert path.parent == comfy_server.output_dir and path.is_file()
+        with Image.open(path) as img:
+            assert img.size == (64, 64)
+            lo, hi = img.convert("L").getextrema()
+            assert hi > lo, f"{path.name} is a constant image"
+            pixels.append(img.tobytes())
+    assert pixels[0] != pixels[1]  # img2img changed the txt2img result
+
+
+def test_demo_adds_lora_between_checkpoint_and_its_users(object_info: dict[str, Any]) -> None:
+    demo = load_script("demo")
+    graph = demo.prepare_graph(load(API_PATH), "model.safetensors", 256, 7, lora_name="lcm-lora.safetensors")
+    (ckpt,) = demo.nodes_of(graph, "CheckpointLoaderSimple")
+    (lora,) = demo.nodes_of(graph, "LoraLoader")
+    assert graph[lora]["inputs"]["model"] == [ckpt, 0] and graph[lora]["inputs"]["clip"] == [ckpt, 1]
+    assert graph[lora]["inputs"]["strength_model"] == 1.0
+    users = [(nid, name, value) for nid, node in graph.items() for name, value in node["inputs"].items()
+             if isinstance(value, list) and nid != lora]
+    assert all(value[0] != ckpt or value[1] == 2 for _, _, value in users)  # only the VAE still comes from it
+    assert sorted(nid for nid, _, value in users if value == [lora, 0]) == sorted(
+        demo.nodes_of(graph, "SamplerCustom") + demo.nodes_of(graph, "LCMSchedulerConfig"))
+    for nid, name, (source, slot) in users:
+        declared = declared_input_types(object_info[graph[nid]["class_type"]])[name]
+        assert object_info[graph[source]["class_type"]]["output"][slot] == declared
+    assert [graph[n]["inputs"]["noise_seed"] for n in demo.nodes_of(graph, "SamplerCustom")] == [7, 8]
+
+
+def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "demo.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = run_demo("--size", "64", "--port", "0", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = sorted(p.name for p in (tmp_path / "output").glob("*.png"))
+    assert outputs == ["lcm_img2img_00001_.png", "lcm_txt2img_00001_.png"]
+    assert (tmp_path / "lcm_schedules_4steps.png").stat().st_size > 10_000
+    assert "999, 759, 499, 259" in result.stdout and "999, 759, 519, 259" in result.stdout
+    assert "comfy-cli launch" in result.stdout
+
+
+def test_demo_refuses_bad_arguments_with_one_line(tmp_path: Path) -> None:
+    result = run_demo("--ckpt", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"demo: --ckpt {tmp_path / 'missing.safetensors'}: no such file"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_demo("--port", str(port), "--out", str(tmp_path), timeout=60)
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "custom_nodes").exists()  # refused before touching anything
