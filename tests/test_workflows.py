@@ -1,11 +1,12 @@
 """The bundled workflows and the demo, against a real ComfyUI server.
 
-example_workflows/lcm_txt2img_then_img2img.json is the UI-format workflow that
-ComfyUI's templates browser lists (GET /workflow_templates globs
+example_workflows/<name>.json are the UI-format workflows that ComfyUI's
+templates browser lists (GET /workflow_templates globs
 custom_nodes/*/example_workflows/*.json, one level deep);
-example_workflows/api/lcm_txt2img_then_img2img.api.json is the same graph in API
-format, which the demo and these tests post (a subfolder, so the browser does
-not list it as a broken template).
+example_workflows/api/<name>.api.json are the same graphs in API format, which the
+demo and these tests post (a subfolder, so the browser does not list them as broken
+templates). lcm_txt2img_then_img2img: an LCM model or LCM-LoRA, txt2img then img2img
+at strength 0.5; lcm_full_unet_txt2img: a full LCM UNet through LCMUNetLoader.
 """
 
 from __future__ import annotations
@@ -33,9 +34,19 @@ from comfy_host import (
 )
 
 NAME = "lcm_txt2img_then_img2img"
+FULL_UNET_NAME = "lcm_full_unet_txt2img"
+WORKFLOWS = (NAME, FULL_UNET_NAME)
 UI_PATH = EXAMPLE_WORKFLOWS / f"{NAME}.json"
 API_PATH = EXAMPLE_WORKFLOWS / "api" / f"{NAME}.api.json"
 PACK_NODES = ("LCMSchedulerConfig", "LCMTimesteps", "LCMSampler")
+
+
+def ui_path(name: str) -> Path:
+    return EXAMPLE_WORKFLOWS / f"{name}.json"
+
+
+def api_path(name: str) -> Path:
+    return EXAMPLE_WORKFLOWS / "api" / f"{name}.api.json"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -83,14 +94,17 @@ def test_pack_import_time_is_small(comfy_server: ComfyServer) -> None:
     assert seconds <= 0.1, f"the pack took {seconds} s to import (ComfyUI's start-up table)"
 
 
-def test_templates_browser_lists_only_the_ui_workflow(comfy_server: ComfyServer) -> None:
-    assert comfy_server.get_json("/workflow_templates") == {PACK_FOLDER: [NAME]}
-    served = comfy_server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{NAME}.json")
-    assert served == load(UI_PATH)
+def test_templates_browser_lists_only_the_ui_workflows(comfy_server: ComfyServer) -> None:
+    listed = comfy_server.get_json("/workflow_templates")
+    assert set(listed) == {PACK_FOLDER} and sorted(listed[PACK_FOLDER]) == sorted(WORKFLOWS)
+    for name in WORKFLOWS:
+        served = comfy_server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
+        assert served == load(ui_path(name))
 
 
-def test_ui_workflow_is_consistent(object_info: dict[str, Any]) -> None:
-    ui = load(UI_PATH)
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_ui_workflow_is_consistent(object_info: dict[str, Any], name: str) -> None:
+    ui = load(ui_path(name))
     # The fields the frontend's workflow schema (zComfyWorkflow / zComfyNode, 1.32) requires.
     assert {"last_node_id", "last_link_id", "nodes", "links", "version"} <= set(ui) and ui["version"] == 0.4
     nodes = {node["id"]: node for node in ui["nodes"]}
@@ -107,7 +121,7 @@ def test_ui_workflow_is_consistent(object_info: dict[str, Any]) -> None:
         for slot, value in zip(slots, node["widgets_values"]):
             if slot is None:
                 assert value in ("fixed", "increment", "decrement", "randomize")
-        if node["type"] in PACK_NODES:
+        if info["python_module"] == f"custom_nodes.{PACK_FOLDER}":
             assert node["properties"].get("cnr_id") == pack_id
     orders = sorted(node["order"] for node in nodes.values())
     assert orders == list(range(len(nodes)))
@@ -121,8 +135,9 @@ def test_ui_workflow_is_consistent(object_info: dict[str, Any]) -> None:
         assert nodes[origin]["order"] < nodes[target]["order"], f"link {link_id} runs against the order"
 
 
-def test_api_workflow_is_consistent(object_info: dict[str, Any]) -> None:
-    api = load(API_PATH)
+@pytest.mark.parametrize("workflow", WORKFLOWS)
+def test_api_workflow_is_consistent(object_info: dict[str, Any], workflow: str) -> None:
+    api = load(api_path(workflow))
     for node_id, node in api.items():
         info = object_info[node["class_type"]]
         declared = declared_input_types(info)
@@ -135,7 +150,7 @@ def test_api_workflow_is_consistent(object_info: dict[str, Any]) -> None:
                 output = object_info[api[source]["class_type"]]["output"]
                 assert 0 <= slot < len(output) and output[slot] == declared[name], f"node {node_id}.{name}"
     # Both files hold the same graph: the UI workflow converts to exactly the API one.
-    assert ui_to_api(load(UI_PATH), object_info) == api
+    assert ui_to_api(load(ui_path(workflow)), object_info) == api
 
 
 def test_api_workflow_runs_to_two_images(comfy_server: ComfyServer, tiny_checkpoint: str) -> None:
@@ -158,6 +173,31 @@ def test_api_workflow_runs_to_two_images(comfy_server: ComfyServer, tiny_checkpo
             assert hi > lo, f"{path.name} is a constant image"
             pixels.append(img.tobytes())
     assert pixels[0] != pixels[1]  # img2img changed the txt2img result
+
+
+def test_full_lcm_unet_workflow_runs_to_an_image(comfy_server: ComfyServer, tiny_checkpoint: str) -> None:
+    """LCMUNetLoader with a tiny full-LCM UNet (guidance embedding included) in models/diffusion_models;
+    CLIP and VAE from the tiny checkpoint."""
+    from PIL import Image
+
+    unet_name = "tiny-lcm-unet.safetensors"
+    folder = comfy_server.base_dir / "models" / "diffusion_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    load_script("make_tiny_lcm_unet").make_tiny_lcm_unet(folder / unet_name, seed=0)
+    graph = load(api_path(FULL_UNET_NAME))
+    for node in graph.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = tiny_checkpoint
+        if node["class_type"] == "LCMUNetLoader":
+            node["inputs"]["unet_name"] = unet_name
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=64, height=64)
+    (path,) = comfy_server.output_files(comfy_server.run(graph, timeout=120))
+    assert path.name.startswith("lcm_full_unet")
+    with Image.open(path) as img:
+        lo, hi = img.convert("L").getextrema()
+        assert img.size == (64, 64) and hi > lo
+    assert "LCM guidance embedding restored" in comfy_server.log_text()
 
 
 def test_demo_adds_lora_between_checkpoint_and_its_users(object_info: dict[str, Any]) -> None:
