@@ -5,6 +5,7 @@ functions in ``schedule`` and ``step`` are the formulas it (and the ComfyUI node
 """
 
 from .config import BETA_SCHEDULES, PREDICTION_TYPES, LCMConfig
+from .guidance import W_CONVENTIONS, guidance_scale_embedding, guidance_w
 from .schedule import (
     StrengthMode,
     alphas_cumprod,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BETA_SCHEDULES",
     "PREDICTION_TYPES",
+    "W_CONVENTIONS",
     "LCMConfig",
     "LCMScheduler",
     "LCMSchedulerOutput",
@@ -51,6 +53,8 @@ __all__ = [
     "draw_noise",
     "drop_leading_steps",
     "first_step_index",
+    "guidance_scale_embedding",
+    "guidance_w",
     "lcm_timesteps",
     "predicted_original_sample",
     "renoise_",

@@ -49,11 +49,13 @@ def _label(node: dict) -> str:
 def render(workflow: dict, out: Path, dpi: int = 110) -> Path:
     nodes = {node["id"]: node for node in workflow["nodes"]}
     heights = {nid: min(node["size"][1], 150) for nid, node in nodes.items()}
+    x_min = min(n["pos"][0] for n in nodes.values()) - 40
+    y_min = min(n["pos"][1] for n in nodes.values()) - 40
     x_max = max(n["pos"][0] + n["size"][0] for n in nodes.values()) + 40
     y_max = max(n["pos"][1] + heights[nid] for nid, n in nodes.items()) + 60
-    fig, ax = plt.subplots(figsize=(x_max / 110, y_max / 110))
-    ax.set_xlim(0, x_max)
-    ax.set_ylim(y_max, 0)
+    fig, ax = plt.subplots(figsize=((x_max - x_min) / 110, (y_max - y_min) / 110))
+    ax.set_xlim(x_min, x_max)
+    ax.set_ylim(y_max, y_min)
     ax.axis("off")
     fig.patch.set_facecolor("#202124")
 
@@ -80,7 +82,7 @@ def render(workflow: dict, out: Path, dpi: int = 110) -> Path:
         for slot, output in enumerate(node.get("outputs") or []):
             ax.text(x + width - 6, anchor(nid, slot, True)[1], output["name"], color="#c0c0c0", fontsize=5.5,
                     va="center", ha="right", zorder=3)
-    ax.text(8, y_max - 18, "green frame: this pack's nodes; link colours: data types", color="#9e9e9e",
+    ax.text(x_min + 8, y_max - 18, "green frame: this pack's nodes; link colours: data types", color="#9e9e9e",
             fontsize=7, va="bottom")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, facecolor=fig.get_facecolor(), bbox_inches="tight")
