@@ -2,7 +2,8 @@
 
 Both run through comfy.sample.sample_custom on the same tiny SD1.5-style UNet, the same
 LCM sigmas and the same seed; rounds alternate (order swapped every round) after a
-warm-up; the medians and their ratio are reported. The ratio is what matters: the UNet
+warm-up; the medians, the median of the per-round ratios (the gated figure) and the
+ratio of the medians are reported. The ratio is what matters: the UNet
 is the same in both, so it measures the sampler's own overhead (plan, boundary
 condition, the CPU noise stream).
 
@@ -67,12 +68,15 @@ def main() -> int:
             run(samplers[name])
             timings[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) for name, values in timings.items()}
-    ratio = medians["LCMSampler"] / medians["builtin_lcm"]
+    # Each round timed both back to back: the median of the per-round ratios cancels slow
+    # drifts in machine load that the ratio of the two medians still feels.
+    ratio = statistics.median(a / b for a, b in zip(timings["LCMSampler"], timings["builtin_lcm"]))
     print(json.dumps({
         "benchmark": "sampler", "latent": [1, 4, args.latent, args.latent], "steps": args.steps,
         "device": "cpu", "threads": torch.get_num_threads(), "rounds": args.rounds,
         "median_s": {name: round(value, 4) for name, value in medians.items()},
-        "ratio": round(ratio, 4), "max_ratio": args.max_ratio, "torch": torch.__version__,
+        "ratio": round(ratio, 4), "ratio_of_medians": round(medians["LCMSampler"] / medians["builtin_lcm"], 4),
+        "max_ratio": args.max_ratio, "torch": torch.__version__,
     }, indent=2))
     return 0 if ratio <= args.max_ratio else 1
 
