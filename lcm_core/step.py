@@ -212,4 +212,8 @@ def draw_noise(
         noise = torch.cat(parts, dim=0)
     else:
         noise = torch.randn(shape, generator=generator, device=draw_device, dtype=dtype)
-    return noise.to(device)
+    # A blocking host-to-GPU copy synchronises the stream (torch.cuda.set_sync_debug_mode flags
+    # it); from pageable memory CUDA stages the source before returning, so non_blocking is safe.
+    # Elsewhere (MPS, CPU, meta) the plain copy.
+    device = torch.device(device)
+    return noise.to(device, non_blocking=noise.device.type == "cpu" and device.type == "cuda")
