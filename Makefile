@@ -6,7 +6,8 @@
 #   make lint    ruff + the ASCII-only check
 #   make setup   build (or find) the environment and print where it is
 #   make demo    scripts/demo.py
-#   make bench   every benchmarks/*.py (each exits non-zero when over its budget)
+#   make bench   every benchmarks/bench_*.py (each exits non-zero when over its budget)
+#   make gpu-check  benchmarks/gpu_check.py: the CUDA checks (sync-free loop, speed at 512x512)
 #   make pack    `comfy node pack` -> node.zip (what the Comfy Registry receives)
 #   make check-install   scripts/check_install_paths.py: pip / comfy-cli / ComfyUI install paths
 
@@ -24,7 +25,7 @@ COMFY_QUIET := DO_NOT_TRACK=1 COMFY_NO_TELEMETRY=1 COMFY_NO_UPDATE_CHECK=1
 # `eval "$(...)"`) makes a failing setup stop the recipe.
 LOAD_ENV = env_lines="$$($(SETUP_ENV))"; eval "$$env_lines"; export VENV COMFYUI LCM_COMFYUI="$$COMFYUI"
 
-.PHONY: setup test lint demo bench pack check-install
+.PHONY: setup test lint demo bench gpu-check pack check-install
 
 setup:
 	$(SETUP_ENV)
@@ -50,12 +51,16 @@ demo:
 bench:
 	$(LOAD_ENV)
 	shopt -s nullglob
-	benches=(benchmarks/*.py)
-	if [ $${#benches[@]} -eq 0 ]; then echo "bench: no benchmarks/*.py" >&2; exit 1; fi
+	benches=(benchmarks/bench_*.py)
+	if [ $${#benches[@]} -eq 0 ]; then echo "bench: no benchmarks/bench_*.py" >&2; exit 1; fi
 	for bench in "$${benches[@]}"; do
 	  echo "== $$bench"
 	  "$$VENV/bin/python" "$$bench"
 	done
+
+gpu-check:
+	$(LOAD_ENV)
+	"$$VENV/bin/python" benchmarks/gpu_check.py
 
 pack:
 	$(LOAD_ENV)

@@ -63,8 +63,8 @@ def comfy_tree() -> Path:
     return tree
 
 
-def prepare_comfy_path() -> Path:
-    """Put the tree first on sys.path and force CPU, without importing torch.
+def prepare_comfy_path(cpu: bool = True) -> Path:
+    """Put the tree first on sys.path and force CPU (unless ``cpu`` is False), without importing torch.
 
     Cheap, so conftest runs it at import time: test modules may then import
     comfy.* or `nodes` at module level. Must run before anything imports
@@ -88,7 +88,7 @@ def prepare_comfy_path() -> Path:
     if "comfy.model_management" not in sys.modules:
         import comfy.cli_args  # parses no argv: comfy.options.args_parsing is False
 
-        comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.cpu = cpu
     return tree
 
 
@@ -113,9 +113,12 @@ class ComfyModules:
 
 
 @functools.cache
-def import_comfy() -> ComfyModules:
-    """Import ComfyUI in this process (CPU only). Idempotent; about 5 s the first time."""
-    tree = prepare_comfy_path()
+def import_comfy(cpu: bool = True) -> ComfyModules:
+    """Import ComfyUI in this process (CPU unless ``cpu`` is False: benchmarks/gpu_check.py).
+
+    Idempotent; about 5 s the first time.
+    """
+    tree = prepare_comfy_path(cpu)
     names = {
         "model_management": "comfy.model_management",
         "samplers": "comfy.samplers",
@@ -134,7 +137,7 @@ def import_comfy() -> ComfyModules:
     if Path(mods["nodes"].__file__).resolve() != tree / "nodes.py":
         raise ComfyHostError(f"`import nodes` gave {mods['nodes'].__file__}, not ComfyUI's {tree / 'nodes.py'}")
     device = mods["model_management"].get_torch_device()
-    if device.type != "cpu":
+    if cpu and device.type != "cpu":
         raise ComfyHostError(f"ComfyUI picked {device}: comfy.model_management was imported before args.cpu was set")
     return ComfyModules(tree=tree, comfy=importlib.import_module("comfy"), **mods)
 
@@ -149,7 +152,8 @@ def import_pack() -> types.ModuleType:
     """
     if PACK_MODULE in sys.modules:
         return sys.modules[PACK_MODULE]
-    import_comfy()  # the pack's nodes import comfy.*: CPU and sys.path first
+    if "comfy.model_management" not in sys.modules:
+        import_comfy()  # the pack's nodes import comfy.*: CPU and sys.path first
     init = REPO_ROOT / "__init__.py"
     if not init.is_file():
         raise ComfyHostError(f"{init} does not exist yet: the pack has no ComfyUI entry point to import")
