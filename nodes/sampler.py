@@ -60,11 +60,13 @@ def plan_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig) -> 
     if len(sigma_values) < 2:
         return []
     timesteps = model_sampling.timestep(sigmas[:-1].detach()).to("cpu", torch.float64).round().to(torch.int64)
-    c_skip, c_out = boundary_condition_scalings(timesteps, config.timestep_scaling)
-    applies_host_boundary = host.applies_lcm_boundary(model_sampling)
-    if applies_host_boundary:
-        host_c_skip, host_c_out = boundary_condition_scalings(timesteps, _HOST_LCM_TIMESTEP_SCALING)
     timestep_list = timesteps.tolist()
+    c_skip, c_out = (values.tolist() for values in boundary_condition_scalings(timesteps, config.timestep_scaling))
+    host_c_skip: List[Optional[float]] = [None] * len(timestep_list)
+    host_c_out: List[Optional[float]] = [None] * len(timestep_list)
+    if host.applies_lcm_boundary(model_sampling):
+        host_c_skip, host_c_out = (values.tolist() for values in
+                                   boundary_condition_scalings(timesteps, _HOST_LCM_TIMESTEP_SCALING))
     grid = set(distillation_grid(config, config.original_inference_steps).tolist())
     off_grid = [t for t in timestep_list if t not in grid]
     if off_grid:
@@ -74,9 +76,7 @@ def plan_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig) -> 
     return [
         PlannedStep(
             sigma=sigma_values[i], sigma_next=sigma_values[i + 1], timestep=timestep_list[i],
-            c_skip=float(c_skip[i]), c_out=float(c_out[i]),
-            host_c_skip=float(host_c_skip[i]) if applies_host_boundary else None,
-            host_c_out=float(host_c_out[i]) if applies_host_boundary else None,
+            c_skip=c_skip[i], c_out=c_out[i], host_c_skip=host_c_skip[i], host_c_out=host_c_out[i],
         )
         for i in range(len(timestep_list))
     ]

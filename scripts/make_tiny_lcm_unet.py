@@ -76,7 +76,7 @@ def tiny_lcm_unet(seed: int = 0, cond_proj: bool = True) -> tuple[Any, dict[str,
     c = comfy_host.import_comfy()
     unet = UNet2DConditionModel(**LCM_UNET_DIFFUSERS)
     comfy_host.seeded_init_(unet, seed)
-    unet = unet.eval().requires_grad_(False)
+    unet = unet.train(False).requires_grad_(False)
     key_map = c.utils.unet_to_diffusers(LCM_UNET_COMFY)  # diffusers key -> SD key
     dsd = unet.state_dict()
     unmapped = sorted(set(dsd) - set(key_map) - {COND_PROJ_KEY})
