@@ -24,6 +24,13 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1 >&2
   "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt" -r "$here/requirements-dev.txt" >&2
   touch "$venv/.complete"
+  # An environment per requirement set is about 6 GB: drop those of older sets.
+  for old in "$cache"/venv-????????????; do
+    if [ -d "$old" ] && [ "$old" != "$venv" ]; then
+      echo "setup: removing the outdated environment $old" >&2
+      rm -rf "$old"
+    fi
+  done
 fi
 
 if [ ! -f "$comfy_tree/main.py" ]; then
