@@ -385,7 +385,8 @@ def test_bad_cond_proj_errors(comfy, lcm, lcm_unet):
         "x.time_embedding.cond_proj.weight"
 
 
-@pytest.mark.skipif(not os.environ.get(FULL_SIZE_ENV), reason=f"full-size UNet (45 s, 10 GB RAM): {FULL_SIZE_ENV}=1")
+@pytest.mark.skipif(not os.environ.get(FULL_SIZE_ENV),
+                    reason=f"full-size UNet (45 s, 10 GB RAM) runs with {FULL_SIZE_ENV}=1, as `make test` sets it")
 def test_full_size_sd15_diffusers_layout(comfy, lcm_unet, tmp_path):
     """The real SD1.5 architecture (860M) in diffusers layout, as LCM_Dreamshaper_v7 ships its UNet.
 
