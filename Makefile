@@ -23,7 +23,8 @@ COMFY_QUIET := DO_NOT_TRACK=1 COMFY_NO_TELEMETRY=1 COMFY_NO_UPDATE_CHECK=1
 
 # Sets $VENV and $COMFYUI in the recipe's shell. The assignment (not a bare
 # `eval "$(...)"`) makes a failing setup stop the recipe.
-LOAD_ENV = env_lines="$$($(SETUP_ENV))"; eval "$$env_lines"; export VENV COMFYUI LCM_COMFYUI="$$COMFYUI"
+LOAD_ENV = env_lines="$$($(SETUP_ENV))"; eval "$$env_lines"; \
+	export VENV COMFYUI LCM_COMFYUI="$$COMFYUI" LCM_COMFYUI_2024="$$COMFYUI_2024"
 
 .PHONY: setup test lint demo bench gpu-check pack check-install
 

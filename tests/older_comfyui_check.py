@@ -1,0 +1,55 @@
+"""Run by tests/test_older_comfyui.py in a process of its own, with $LCM_COMFYUI naming an
+older ComfyUI tree: the pack's nodes on that host against diffusers, seed for seed.
+
+Prints one JSON object: the pack's node ids and, per case, the max abs difference of the
+final latents (ComfyUI's LATENT times the SD latent scale) from diffusers'.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import comfy_host  # noqa: E402
+
+
+def main() -> None:
+    import diffusers
+    import torch
+
+    comfy = comfy_host.import_comfy()
+    pack = comfy_host.import_pack()
+    unet, model = comfy_host.tiny_unet_pair(seed=0)
+    nodes = pack.nodes
+    widgets = {name: spec[1]["default"] for name, spec in nodes.LCMSchedulerConfig.INPUT_TYPES()["required"].items()}
+    config = nodes.LCMSchedulerConfig().build(model=model, **widgets)[0]
+    positive = torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(0))
+    negative = torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(1))
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=diffusers.AutoencoderKL(**comfy_host.TINY_VAE_DIFFUSERS), text_encoder=None, tokenizer=None, unet=unet,
+        scheduler=diffusers.LCMScheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    differences = {}
+    for steps, cfg in ((1, 1.0), (4, 1.0), (4, 2.0)):
+        sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, steps, 1.0)
+        sampler = nodes.LCMSampler().get_sampler(config)[0]
+        # The classic node API: SamplerCustom().sample(...) -> (LATENT, LATENT).
+        latent = comfy.nodes_custom_sampler.SamplerCustom().sample(
+            model, True, 42, cfg, [[positive, {}]], [[negative, {}]], sampler, sigmas,
+            {"samples": torch.zeros(1, 4, 16, 16)})[0]["samples"]
+        with torch.no_grad():
+            reference = pipe(prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=cfg,
+                             num_inference_steps=steps, height=16 * pipe.vae_scale_factor,
+                             width=16 * pipe.vae_scale_factor, generator=torch.Generator("cpu").manual_seed(42),
+                             output_type="latent").images
+        scale = model.model.latent_format.scale_factor
+        differences[f"steps={steps},cfg={cfg}"] = (latent * scale - reference).abs().max().item()
+    print(json.dumps({"nodes": sorted(pack.NODE_CLASS_MAPPINGS), "max_abs_difference": differences}))
+
+
+if __name__ == "__main__":
+    main()
