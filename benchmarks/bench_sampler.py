@@ -40,9 +40,7 @@ def main() -> int:
     comfy = comfy_host.import_comfy()
     pack = comfy_host.import_pack()
     _, model = comfy_host.tiny_unet_pair(seed=0)
-    widgets = {name: spec[1]["default"] for name, spec in
-               pack.nodes.LCMSchedulerConfig.INPUT_TYPES()["required"].items()}
-    config = pack.nodes.LCMSchedulerConfig().build(model=model, **widgets)[0]
+    config = comfy_host.lcm_config(pack.nodes, model)
     sigmas, _ = pack.nodes.LCMTimesteps().get_sigmas(config, args.steps, 1.0)
     samplers = {
         "LCMSampler": pack.nodes.LCMSampler().get_sampler(config)[0],

@@ -91,9 +91,7 @@ def main() -> int:
     pack = comfy_host.import_pack()
     device = comfy.model_management.get_torch_device()
     model, context_dim = build_model(comfy, device, torch.float16 if cuda else torch.float32, tiny=args.dry_run)
-    widgets = {name: spec[1]["default"] for name, spec in
-               pack.nodes.LCMSchedulerConfig.INPUT_TYPES()["required"].items()}
-    config = pack.nodes.LCMSchedulerConfig().build(model=model, **widgets)[0]
+    config = comfy_host.lcm_config(pack.nodes, model)
     sigmas, _ = pack.nodes.LCMTimesteps().get_sigmas(config, args.steps, 1.0)
     samplers = {"LCMSampler": pack.nodes.LCMSampler().get_sampler(config)[0],
                 "builtin_lcm": comfy.samplers.sampler_object("lcm")}

@@ -169,6 +169,17 @@ def import_pack() -> types.ModuleType:
     return module
 
 
+def default_widgets(node_class: Any, **changes: Any) -> dict[str, Any]:
+    """A node's required inputs at their widget defaults, as a graph that changes none would pass them."""
+    return {**{name: spec[1]["default"] for name, spec in node_class.INPUT_TYPES()["required"].items()}, **changes}
+
+
+def lcm_config(pack_nodes: Any, model: Any = None, **changes: Any) -> Any:
+    """LCMSchedulerConfig's LCM_CONFIG at its defaults (with ``changes``), from ``model`` when given."""
+    return pack_nodes.LCMSchedulerConfig().build(model=model, **default_widgets(pack_nodes.LCMSchedulerConfig,
+                                                                                 **changes))[0]
+
+
 @functools.cache
 def load_script(name: str) -> types.ModuleType:
     """Import scripts/<name>.py (not a package) as a module, e.g. make_tiny_checkpoint."""

@@ -24,8 +24,7 @@ def main() -> None:
     pack = comfy_host.import_pack()
     unet, model = comfy_host.tiny_unet_pair(seed=0)
     nodes = pack.nodes
-    widgets = {name: spec[1]["default"] for name, spec in nodes.LCMSchedulerConfig.INPUT_TYPES()["required"].items()}
-    config = nodes.LCMSchedulerConfig().build(model=model, **widgets)[0]
+    config = comfy_host.lcm_config(nodes, model)
     positive = torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(0))
     negative = torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(1))
     pipe = diffusers.StableDiffusionPipeline(

@@ -190,17 +190,13 @@ def _lcm_pipeline(unet):
     return pipe
 
 
-def _default_widgets(node_class):
-    return {name: spec[1]["default"] for name, spec in node_class.INPUT_TYPES()["required"].items()}
-
-
 @pytest.mark.parametrize("seed,guidance_scale", [(0, 8.5), (42, 3.0)])
 def test_end_to_end_matches_lcm_pipeline(comfy, nodes, lcm, loaded, seed, guidance_scale):
     """SamplerCustom + LCMTimesteps + LCMSampler at cfg 1 on the loader's MODEL == LatentConsistencyModelPipeline."""
     unet, _ = lcm
     latent_size, steps = 16, 4
     model = loaded if guidance_scale == 8.5 else nodes.LCMGuidanceEmbedding().patch(loaded, guidance_scale)[0]
-    config = nodes.LCMSchedulerConfig().build(model=model, **_default_widgets(nodes.LCMSchedulerConfig))[0]
+    config = comfy_host.lcm_config(nodes, model)
     sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, steps, 1.0)
     sampler = nodes.LCMSampler().get_sampler(config)[0]
     output = comfy.nodes_custom_sampler.SamplerCustom.execute(

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import comfy_host
-from test_nodes_parity import LATENT, NEGATIVE, POSITIVE, comfy_sample, diffusers_txt2img, lcm_config
+from comfy_host import default_widgets, lcm_config
+from test_nodes_parity import LATENT, NEGATIVE, POSITIVE, comfy_sample, diffusers_txt2img
 
 SAMPLER_LOGGER = "lcm_multistep.nodes.sampler"
 
@@ -60,16 +61,10 @@ def test_config_from_model_json_and_widgets(comfy, nodes, models):
     assert config.beta_schedule == "scaled_linear" and config.beta_start == pytest.approx(0.00085)
     pasted = json.dumps({"_class_name": "LCMScheduler", "original_inference_steps": 25, "timestep_scaling": 5.0,
                          "prediction_type": "v_prediction"})
-    from_json = nodes.LCMSchedulerConfig().build(scheduler_config_json=pasted,
-                                                 **_widgets(nodes))[0]
+    from_json = lcm_config(nodes, scheduler_config_json=pasted)
     assert from_json.original_inference_steps == 25 and from_json.timestep_scaling == 5.0
-    with_model = nodes.LCMSchedulerConfig().build(model=model, scheduler_config_json=pasted, **_widgets(nodes))[0]
+    with_model = lcm_config(nodes, model, scheduler_config_json=pasted)
     assert with_model.prediction_type == "epsilon" and with_model.original_inference_steps == 25
-
-
-def _widgets(nodes, **changes):
-    widgets = {name: spec[1]["default"] for name, spec in nodes.LCMSchedulerConfig.INPUT_TYPES()["required"].items()}
-    return {**widgets, **changes}
 
 
 @pytest.mark.parametrize("changes,needle", [
@@ -78,9 +73,9 @@ def _widgets(nodes, **changes):
 ])
 def test_config_node_errors_name_the_input(nodes, changes, needle):
     with pytest.raises(ValueError, match=f"LCMSchedulerConfig.*{needle}"):
-        nodes.LCMSchedulerConfig().build(**_widgets(nodes, **changes))
+        nodes.LCMSchedulerConfig().build(**default_widgets(nodes.LCMSchedulerConfig, **changes))
     with pytest.raises(ValueError, match="scheduler_config_json.*JSON"):
-        nodes.LCMSchedulerConfig().build(scheduler_config_json="{oops", **_widgets(nodes))
+        nodes.LCMSchedulerConfig().build(scheduler_config_json="{oops", **default_widgets(nodes.LCMSchedulerConfig))
 
 
 def test_timesteps_output(comfy, nodes, models):

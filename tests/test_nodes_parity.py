@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import comfy_host
+from comfy_host import lcm_config
 
 ATOL = 1e-4
 LATENT = 16  # latent height and width
@@ -31,15 +32,6 @@ def models(comfy):
 @pytest.fixture(scope="module")
 def nodes(pack):
     return pack.nodes
-
-
-def _default_widgets(node_class):
-    return {name: spec[1]["default"] for name, spec in node_class.INPUT_TYPES()["required"].items()}
-
-
-def lcm_config(nodes, model=None, **changes):
-    widgets = {**_default_widgets(nodes.LCMSchedulerConfig), **changes}
-    return nodes.LCMSchedulerConfig().build(model=model, **widgets)[0]
 
 
 def _embeds(seed, batch=1):
