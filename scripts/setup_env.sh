@@ -12,7 +12,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${LCM_CACHE:-$HOME/.cache/lcm-multistep}"
 python="${PYTHON:-python3}"
-key="$(cat "$here/requirements.txt" "$here/requirements-dev.txt" "$here/scripts/setup_env.sh" | sha256sum | cut -c1-12)"
+# The environment is keyed by what goes into it: the requirement files and VENV_RECIPE
+# (bump it when the install steps below change), not by the rest of this script.
+VENV_RECIPE=2
+key="$(cat "$here/requirements.txt" "$here/requirements-dev.txt" <(echo "recipe $VENV_RECIPE") | sha256sum | cut -c1-12)"
 venv="$cache/venv-$key"
 comfy_tree="$cache/comfyui-0.3.75"
 comfy_2024_tree="$cache/comfyui-2024-09-ca085976"
