@@ -11,7 +11,9 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 import os
+import reprlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Optional, Tuple
 
@@ -54,9 +56,7 @@ class LCMConfig(Mapping):
     rescale_betas_zero_snr: bool = False
 
     def __post_init__(self) -> None:
-        if self.trained_betas is not None and not isinstance(self.trained_betas, tuple):
-            # Accept any sequence or array, keep an immutable tuple of Python floats.
-            object.__setattr__(self, "trained_betas", tuple(float(b) for b in _as_list(self.trained_betas)))
+        _check_types(self)
         _validate(self)
 
     # -- Mapping interface, so diffusers code that treats a config as a dict works.
@@ -88,9 +88,9 @@ class LCMConfig(Mapping):
         are ignored silently; other unknown keys are ignored with one warning.
         """
         merged = {**dict(values), **overrides}
-        unknown = sorted(k for k in merged if k not in _FIELD_NAMES and not k.startswith(_METADATA_PREFIX))
+        unknown = sorted(str(k) for k in merged if k not in _FIELD_NAMES and not str(k).startswith(_METADATA_PREFIX))
         if unknown:
-            logger.warning("LCMConfig: ignoring keys that LCMScheduler does not use: %s", ", ".join(unknown))
+            logger.warning("LCMConfig: ignoring keys that LCMScheduler does not use: %s", _short_list(unknown))
         return cls(**{k: v for k, v in merged.items() if k in _FIELD_NAMES})
 
     @classmethod
@@ -100,6 +100,10 @@ class LCMConfig(Mapping):
             values = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"scheduler config is not valid JSON: {error}") from error
+        except RecursionError:
+            # json.loads recurses once per nesting level; Python's limit ends it, not the text.
+            raise ValueError("scheduler config JSON is nested too deeply to read; a diffusers scheduler_config.json "
+                             "is one flat object such as {\"beta_start\": 0.00085, \"beta_end\": 0.012}") from None
         if not isinstance(values, dict):
             raise ValueError(f"scheduler config must be a JSON object, got {type(values).__name__}")
         return cls.from_dict(values)
@@ -129,6 +133,78 @@ _FIELD_NAMES: Tuple[str, ...] = tuple(field.name for field in dataclasses.fields
 
 def _as_list(values: Any) -> list:
     return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+# What each field holds, as a JSON value would give it. A config pasted or read from a file can
+# hold anything; checking the kind first lets every later comparison trust it, and turns a value of
+# the wrong kind into an error that names the field instead of a TypeError deep inside.
+_INTEGER_FIELDS = ("num_train_timesteps", "original_inference_steps", "steps_offset")
+_NUMBER_FIELDS = ("beta_start", "beta_end", "clip_sample_range", "dynamic_thresholding_ratio", "sample_max_value",
+                  "timestep_scaling")
+_BOOLEAN_FIELDS = ("clip_sample", "set_alpha_to_one", "thresholding", "rescale_betas_zero_snr")
+_TEXT_FIELDS = ("beta_schedule", "prediction_type", "timestep_spacing")
+# A pasted value can be megabytes long or nested thousands deep: messages show a bounded repr.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 40, 40
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = 4
+
+
+def _short(value: Any) -> str:
+    return _SHORT_REPR.repr(value)
+
+
+def _short_list(names: list, limit: int = 10) -> str:
+    """The first ``limit`` names and how many more, so one log line stays one line."""
+    shown = ", ".join(_short(name) if len(name) > 40 else name for name in names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _wrong_kind(name: str, kind: str, value: Any) -> TypeError:
+    example = getattr(_DEFAULTS, name)
+    example_text = json.dumps(example) if isinstance(example, bool) else repr(example)  # as pasted JSON spells it
+    return TypeError(f"{name} must be {kind} (e.g. {example_text}, diffusers' default), got {_short(value)} "
+                     f"({type(value).__name__})")
+
+
+def _check_types(config: LCMConfig) -> None:
+    """Raise a TypeError naming the field when a value is of the wrong kind; normalise numbers.
+
+    Integral floats are accepted for the integer fields (JSON writers may emit 1000.0) and ints
+    for the float fields; both are stored as the field's own type, so equal configs compare
+    and hash equal however they were written.
+    """
+    for name in _INTEGER_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise _wrong_kind(name, "an integer", value)
+        object.__setattr__(config, name, int(value))
+    for name in _NUMBER_FIELDS:
+        value = getattr(config, name)
+        if not _is_number(value):
+            raise _wrong_kind(name, "a number", value)
+        object.__setattr__(config, name, float(value))
+    for name in _BOOLEAN_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise _wrong_kind(name, "true or false", value)
+    for name in _TEXT_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, str):
+            raise _wrong_kind(name, "a string", value)
+    betas_ = config.trained_betas
+    if betas_ is not None:
+        # Accept any sequence or array, keep an immutable tuple of Python floats.
+        values = _as_list(betas_) if hasattr(betas_, "tolist") or isinstance(betas_, (list, tuple)) else None
+        if values is None or not all(_is_number(b) for b in values):
+            raise TypeError(f"trained_betas must be a list of numbers, one per training timestep, or null; got "
+                            f"{_short(betas_)}")
+        object.__setattr__(config, "trained_betas", tuple(float(b) for b in values))
 
 
 def _require(condition: bool, message: str) -> None:
@@ -186,3 +262,6 @@ def _validate(config: LCMConfig) -> None:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_DEFAULTS = LCMConfig()

@@ -15,9 +15,23 @@ LCM_CONFIG = "LCM_CONFIG"
 _DEFAULTS = LCMConfig()
 
 
+# Inputs that keep diffusers' default for every published LCM model. Front ends that know the
+# option (ComfyUI's newer ones) fold them into an "advanced" section; older ones show them as usual.
+_ADVANCED = frozenset({
+    "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "clip_sample_range", "set_alpha_to_one",
+    "steps_offset", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "timestep_spacing",
+    "rescale_betas_zero_snr",
+})
+
+
 def _float(default: float, minimum: float, maximum: float, step: float, tooltip: str) -> Tuple[str, Dict[str, Any]]:
     return ("FLOAT", {"default": default, "min": minimum, "max": maximum, "step": step, "round": False,
                       "tooltip": tooltip})
+
+
+def _mark_advanced(inputs: Dict[str, Any]) -> Dict[str, Any]:
+    return {name: (spec[0], {**spec[1], "advanced": True}) if name in _ADVANCED else spec
+            for name, spec in inputs.items()}
 
 
 class LCMSchedulerConfig:
@@ -29,6 +43,7 @@ class LCMSchedulerConfig:
         "prediction type and zero-SNR setting come from it and cannot disagree, or paste a diffusers "
         "scheduler_config.json.")
     CATEGORY = "sampling/custom_sampling/lcm"
+    SEARCH_ALIASES = ["lcm config", "scheduler config", "diffusers scheduler", "latent consistency", "tcd config"]
     FUNCTION = "build"
     RETURN_TYPES = (LCM_CONFIG,)
     RETURN_NAMES = ("config",)
@@ -38,7 +53,7 @@ class LCMSchedulerConfig:
     def INPUT_TYPES(cls) -> Dict[str, Any]:
         d = _DEFAULTS
         return {
-            "required": {
+            "required": _mark_advanced({
                 "num_train_timesteps": ("INT", {"default": d.num_train_timesteps, "min": 1, "max": 10000,
                                                 "tooltip": "Training timesteps of the model (1000 for SD1.5/SDXL)."}),
                 "beta_start": _float(d.beta_start, 0.0, 1.0, 0.00001, "First beta of the training noise schedule."),
@@ -73,7 +88,7 @@ class LCMSchedulerConfig:
                                            "Factor on t in the boundary condition c_skip / c_out (10 in LCM)."),
                 "rescale_betas_zero_snr": ("BOOLEAN", {"default": d.rescale_betas_zero_snr,
                                            "tooltip": "Zero terminal SNR (needs v_prediction)."}),
-            },
+            }),
             "optional": {
                 "model": ("MODEL", {"tooltip": "When connected, num_train_timesteps, the beta schedule, "
                                                "prediction_type and zero-SNR are taken from this model."}),
@@ -88,7 +103,7 @@ class LCMSchedulerConfig:
         if scheduler_config_json and scheduler_config_json.strip():
             try:
                 config = LCMConfig.from_json(scheduler_config_json)
-            except (ValueError, NotImplementedError) as error:
+            except (TypeError, ValueError, NotImplementedError) as error:
                 raise ValueError(f"LCMSchedulerConfig scheduler_config_json: {error}") from error
         else:
             config = _checked(LCMConfig, **fields)
@@ -105,5 +120,5 @@ class LCMSchedulerConfig:
 def _checked(build: Any, **fields: Any) -> LCMConfig:
     try:
         return build(**fields)
-    except (ValueError, NotImplementedError) as error:
+    except (TypeError, ValueError, NotImplementedError) as error:
         raise ValueError(f"LCMSchedulerConfig: {error}") from error

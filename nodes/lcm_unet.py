@@ -240,8 +240,27 @@ def load_lcm_unet(path: str, weight_dtype: str = "default", w: float = DEFAULT_G
     import comfy.utils
 
     options = model_options_for(weight_dtype)
-    state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-    return load_lcm_unet_state_dict(state_dict, options, w, metadata=metadata, source=os.path.basename(path))
+    name = os.path.basename(path)
+    try:
+        state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    except Exception as error:  # safetensors, pickle and OS errors alike; none of them names the file
+        raise ValueError(
+            f"LCMUNetLoader unet_name: {name!r} ({_file_size(path)}) could not be read as a model file: "
+            f"{_first_line(error)}. It is empty, truncated or not a UNet file; download it again, or choose a "
+            "diffusers-layout or SD-layout UNet .safetensors in models/diffusion_models") from error
+    return load_lcm_unet_state_dict(state_dict, options, w, metadata=metadata, source=name)
+
+
+def _file_size(path: str) -> str:
+    try:
+        return f"{os.path.getsize(path):,} bytes"
+    except OSError:
+        return "size unknown"
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _guidance_inputs() -> Dict[str, Any]:
@@ -268,6 +287,7 @@ class LCMUNetLoader:
         "the guidance scale w it was distilled with. " + _CFG_NOTE + " A file without it (not a full LCM) loads "
         "as usual with a warning; LCM-LoRA users need no special loader.")
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = ["lcm unet", "lcm checkpoint", "dreamshaper lcm", "lcm-sdxl", "guidance embedding"]
     FUNCTION = "load"
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("model",)
@@ -309,6 +329,7 @@ class LCMGuidanceEmbedding:
         "copy of the MODEL with the new w (other branches of the graph keep theirs; LoRAs and other patches are "
         "kept). " + _CFG_NOTE)
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = ["lcm guidance", "lcm w", "guidance scale embedding"]
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("model",)

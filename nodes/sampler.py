@@ -148,6 +148,7 @@ class LCMSampler:
         "inpaint masks and models patched with ModelSamplingDiscrete(lcm) (their boundary condition is not "
         "applied twice).")
     CATEGORY = "sampling/custom_sampling/lcm"
+    SEARCH_ALIASES = ["lcm", "latent consistency", "lcm sampler", "diffusers lcm", "few step"]
     FUNCTION = "get_sampler"
     RETURN_TYPES = ("SAMPLER",)
     RETURN_NAMES = ("sampler",)

@@ -60,6 +60,7 @@ class LCMTimesteps:
         "LCM pipelines do (4 steps at 0.5: 499, 379, 259, 139); strength_mode drop_leading gives the SD img2img "
         "meaning (499, 259). Use it with SamplerCustom(add_noise=True) on the previous pass's LATENT.")
     CATEGORY = "sampling/custom_sampling/lcm"
+    SEARCH_ALIASES = ["lcm scheduler", "lcm sigmas", "lcm timesteps", "latent consistency", "img2img strength"]
     FUNCTION = "get_sigmas"
     RETURN_TYPES = ("SIGMAS", "STRING")
     RETURN_NAMES = ("sigmas", "timesteps")

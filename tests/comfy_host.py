@@ -361,6 +361,55 @@ def tiny_vae_pair(seed: int = 0) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------------
+# ComfyUI's own schedulers, as timesteps the model sees
+# ---------------------------------------------------------------------------
+
+# Two log-sigma distances closer than this are a tie: measured gaps at half-way points are 0 and
+# 8.9e-8 (one float32 rounding), the smallest gap elsewhere in the tables below is about 5e-4.
+TIE_TOLERANCE = 1e-5
+
+
+def sd15_model_samplings(c: ComfyModules) -> dict[str, Any]:
+    """What an SD1.5 checkpoint's model samples with: as loaded ("plain") and after
+    ModelSamplingDiscrete(sampling=lcm) ("lcm", the usual LCM-LoRA recipe)."""
+
+    class Plain(c.model_sampling.ModelSamplingDiscrete, c.model_sampling.EPS):
+        pass
+
+    class Lcm(c.nodes_model_advanced.ModelSamplingDiscreteDistilled, c.nodes_model_advanced.LCM):
+        pass
+
+    return {"plain": Plain(), "lcm": Lcm()}
+
+
+def comfy_timesteps(c: ComfyModules, model_sampling: Any, scheduler: str, steps: int,
+                    denoise: float = 1.0) -> list[tuple[int, ...]]:
+    """The training timesteps a ComfyUI scheduler makes the model see, one tuple of candidates per step.
+
+    KSampler's denoise d runs the last ``steps`` sigmas of an int(steps / d)-step schedule. The
+    model snaps each sigma to its table with argmin |log sigma - log sigma_t|; a sigma half-way
+    between two entries has two equal distances, and which one wins depends on how the CPU rounds
+    log and exp (sgm_uniform on an LCM-patched model gives 519 on some machines, 499 on others).
+    Such a step gets both candidates, so what is asserted holds on every machine.
+    """
+    import torch
+
+    total = int(steps / denoise)
+    sigmas = c.samplers.calculate_sigmas(model_sampling, scheduler, total)[-(steps + 1):-1]
+    table = model_sampling.log_sigmas.to(torch.float64)
+    table_timesteps = model_sampling.timestep(model_sampling.sigmas).round().to(torch.int64).tolist()
+    distances = (sigmas.log().to(torch.float64)[:, None] - table[None, :]).abs()
+    nearest = distances.min(dim=1, keepdim=True).values
+    return [tuple(sorted((table_timesteps[i] for i in row.nonzero().flatten().tolist()), reverse=True))
+            for row in distances <= nearest + TIE_TOLERANCE]
+
+
+def format_timesteps(candidates: list[tuple[int, ...]]) -> str:
+    """'999, 759, 519 or 499, 259': ties spelled out."""
+    return ", ".join(" or ".join(str(t) for t in step) for step in candidates)
+
+
+# ---------------------------------------------------------------------------
 # A real ComfyUI server
 # ---------------------------------------------------------------------------
 

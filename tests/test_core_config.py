@@ -88,3 +88,47 @@ def test_from_json_errors_are_clear():
     with pytest.raises(ValueError, match="JSON object"):
         LCMConfig.from_json("[1, 2]")
     assert LCMConfig.from_json('{"_class_name": "LCMScheduler", "beta_end": 0.012}') == LCMConfig()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('{"beta_start": {"a": 1}}', r"beta_start must be a number \(e\.g\. 0\.00085.*got \{'a': 1\} \(dict\)"),
+    ('{"beta_end": "0.012"}', r"beta_end must be a number.*got '0\.012' \(str\)"),
+    ('{"original_inference_steps": 50.5}', r"original_inference_steps must be an integer.*got 50\.5"),
+    ('{"clip_sample": 1}', r"clip_sample must be true or false \(e\.g\. false"),
+    ('{"prediction_type": 3}', r"prediction_type must be a string"),
+    ('{"trained_betas": "linear"}', r"trained_betas must be a list of numbers"),
+    ('{"trained_betas": [0.1, [0.2]]}', r"trained_betas must be a list of numbers"),
+])
+def test_values_of_the_wrong_kind_name_the_field(text, needle):
+    """Found by trying: before, these reached the user as TypeError: '<' not supported between ..."""
+    with pytest.raises(TypeError, match=needle):
+        LCMConfig.from_json(text)
+
+
+def test_integral_floats_and_int_floats_normalise():
+    assert LCMConfig.from_json('{"num_train_timesteps": 1000.0, "timestep_scaling": 10}') == LCMConfig()
+    assert hash(LCMConfig(timestep_scaling=10)) == hash(LCMConfig())
+    assert type(LCMConfig(num_train_timesteps=1000.0).num_train_timesteps) is int
+
+
+def test_huge_values_are_cut_in_messages():
+    with pytest.raises(TypeError) as error:
+        LCMConfig.from_json(json.dumps({"beta_end": "x" * 100_000}))
+    assert len(str(error.value)) < 200
+
+
+def test_deeply_nested_json_is_a_value_error():
+    depth = 100_000
+    with pytest.raises(ValueError, match="nested too deeply"):
+        LCMConfig.from_json("[" * depth + "]" * depth)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        LCMConfig.from_json('{"beta_end": ' + "[" * depth + "]" * depth + "}")
+
+
+def test_many_unknown_keys_give_one_short_warning(caplog):
+    text = json.dumps({f"unknown_{i}": i for i in range(200_000)})
+    with caplog.at_level(logging.WARNING, logger="lcm_core"):
+        assert LCMConfig.from_json(text) == LCMConfig()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert len(message) < 300 and message.endswith("and 199990 more")

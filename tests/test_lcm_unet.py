@@ -230,6 +230,28 @@ def test_file_without_cond_proj_warns_once_and_loads(comfy, nodes, lcm_unet, une
         nodes.LCMGuidanceEmbedding().patch(model, 8.5, DIFFUSERS)
 
 
+@pytest.mark.parametrize("content", [b"", b"not a model, just text\n", b"TRUNCATED"], ids=("empty", "text", "truncated"))
+def test_unreadable_file_error_names_the_file(comfy, nodes, unet_folder, lcm, content):
+    """Found by trying: a broken file reached the user as SafetensorError with no file name."""
+    import folder_paths
+
+    name = "broken-unet.safetensors"
+    if content == b"TRUNCATED":  # the first 1,000 bytes of a real file: a header that promises more
+        content = (unet_folder / LCM_FILE).read_bytes()[:1000]
+    (unet_folder / name).write_bytes(content)
+    folder_paths.filename_list_cache.pop("diffusion_models", None)
+    try:
+        with pytest.raises(ValueError) as error:
+            nodes.LCMUNetLoader().load(name, "default", 8.5, DIFFUSERS)
+    finally:
+        (unet_folder / name).unlink()
+        folder_paths.filename_list_cache.pop("diffusion_models", None)
+    message = str(error.value)
+    assert message.startswith(f"LCMUNetLoader unet_name: '{name}' ({len(content):,} bytes) could not be read")
+    assert "download it again" in message and "models/diffusion_models" in message
+    assert "\n" not in message
+
+
 def test_set_w_node_gives_independent_clones(comfy, nodes, lcm, loaded):
     unet, _ = lcm
     a = nodes.LCMGuidanceEmbedding().patch(loaded, 4.0, DIFFUSERS)[0]

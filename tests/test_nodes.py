@@ -40,6 +40,18 @@ def test_registration_metadata(pack):
         for section in node.INPUT_TYPES().values():
             for name, spec in section.items():
                 assert len(spec) == 2 and spec[1].get("tooltip"), f"{node.__name__}.{name} has no tooltip"
+        # Read by newer front ends' node search; older hosts ignore the attribute.
+        aliases = node.SEARCH_ALIASES
+        assert aliases and all(isinstance(a, str) and a.strip() == a and a for a in aliases), node.__name__
+
+
+def test_rarely_changed_config_inputs_are_advanced(nodes):
+    """Newer front ends fold inputs marked advanced away; the ones every LCM model uses stay in view."""
+    required = nodes.LCMSchedulerConfig.INPUT_TYPES()["required"]
+    advanced = {name for name, (_, options) in required.items() if options.get("advanced")}
+    assert {"original_inference_steps", "prediction_type", "clip_sample", "timestep_scaling"}.isdisjoint(advanced)
+    assert {"beta_start", "beta_end", "set_alpha_to_one", "steps_offset", "timestep_spacing"} <= advanced
+    assert all(options.get("advanced") in (None, True) for _, options in required.values())
 
 
 def test_config_node_has_every_diffusers_field_with_its_default(nodes):
@@ -76,6 +88,16 @@ def test_config_node_errors_name_the_input(nodes, changes, needle):
         nodes.LCMSchedulerConfig().build(**default_widgets(nodes.LCMSchedulerConfig, **changes))
     with pytest.raises(ValueError, match="scheduler_config_json.*JSON"):
         nodes.LCMSchedulerConfig().build(scheduler_config_json="{oops", **default_widgets(nodes.LCMSchedulerConfig))
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('{"beta_start": {"a": 1}}', r"beta_start must be a number \(e\.g\. 0\.00085"),
+    ('{"timestep_scaling": "10"}', r"timestep_scaling must be a number"),
+    ("[" * 100_000 + "]" * 100_000, r"nested too deeply"),
+], ids=("object-for-number", "string-for-number", "deep-nesting"))
+def test_pasted_config_of_the_wrong_shape_is_a_clear_error(nodes, text, needle):
+    with pytest.raises(ValueError, match=f"^LCMSchedulerConfig scheduler_config_json: .*{needle}"):
+        nodes.LCMSchedulerConfig().build(scheduler_config_json=text, **default_widgets(nodes.LCMSchedulerConfig))
 
 
 def test_timesteps_output(comfy, nodes, models):
