@@ -5,7 +5,9 @@
 #   make test    ruff, then the whole pytest suite against the real ComfyUI host
 #   make lint    ruff + the ASCII-only check
 #   make setup   build (or find) the environment and print where it is
-#   make demo    scripts/demo.py
+#   make demo    scripts/demo.py; CKPT=, LORA=, PORT=, CPU=1 and ARGS="..." reach it
+#   make run CMD="..."   any command inside the environment (its python first on PATH)
+#   make workflows   scripts/make_workflows.py: rewrite example_workflows/ from their descriptions
 #   make bench   every benchmarks/bench_*.py (each exits non-zero when over its budget)
 #   make gpu-check  benchmarks/gpu_check.py: the CUDA checks (sync-free loop, speed at 512x512)
 #   make pack    `comfy node pack` -> node.zip (what the Comfy Registry receives)
@@ -26,7 +28,7 @@ COMFY_QUIET := DO_NOT_TRACK=1 COMFY_NO_TELEMETRY=1 COMFY_NO_UPDATE_CHECK=1
 LOAD_ENV = env_lines="$$($(SETUP_ENV))"; eval "$$env_lines"; \
 	export VENV COMFYUI LCM_COMFYUI="$$COMFYUI" LCM_COMFYUI_2024="$$COMFYUI_2024"
 
-.PHONY: setup test lint demo bench gpu-check pack check-install
+.PHONY: setup test lint demo run workflows bench gpu-check pack check-install
 
 setup:
 	$(SETUP_ENV)
@@ -47,9 +49,23 @@ test: lint
 	# 10 GB of memory; on by default, LCM_TEST_FULL_SIZE= (empty) turns it off.
 	LCM_TEST_FULL_SIZE="$${LCM_TEST_FULL_SIZE-1}" "$$VENV/bin/python" -m pytest tests -v -rs $(PYTEST_ARGS)
 
+# make demo CKPT=~/models/sd15.safetensors LORA=~/models/lcm-lora-sdv1-5.safetensors PORT=8190
+DEMO_ARGS = $(if $(CKPT),--ckpt "$(CKPT)") $(if $(LORA),--lora "$(LORA)") $(if $(PORT),--port "$(PORT)") \
+	$(if $(CPU),--cpu) $(ARGS)
+
 demo:
 	$(LOAD_ENV)
-	"$$VENV/bin/python" scripts/demo.py
+	"$$VENV/bin/python" scripts/demo.py $(DEMO_ARGS)
+
+run:
+	$(LOAD_ENV)
+	if [ -z '$(strip $(CMD))' ]; then echo 'usage: make run CMD="python scripts/demo.py --help"' >&2; exit 2; fi
+	export PATH="$$VENV/bin:$$PATH"
+	$(CMD)
+
+workflows:
+	$(LOAD_ENV)
+	"$$VENV/bin/python" scripts/make_workflows.py
 
 bench:
 	$(LOAD_ENV)

@@ -83,22 +83,20 @@ def nodes_of(graph: dict[str, Any], class_type: str) -> list[str]:
     return sorted((nid for nid, node in graph.items() if node["class_type"] == class_type), key=int)
 
 
-def with_lora(graph: dict[str, Any], lora_name: str, strength: float = 1.0) -> dict[str, Any]:
-    """A copy of `graph` with a LoraLoader after the checkpoint: every input that took the
-    checkpoint's MODEL or CLIP takes the LoRA's instead."""
+def set_lora(graph: dict[str, Any], lora_name: str | None) -> dict[str, Any]:
+    """A copy of `graph` whose LoraLoader loads `lora_name`; without one, the LoraLoader is taken out
+    and everything that used its MODEL and CLIP takes the checkpoint's (a full LCM model needs no LoRA)."""
     graph = copy.deepcopy(graph)
-    (ckpt,) = nodes_of(graph, "CheckpointLoaderSimple")
-    lora = str(max(int(nid) for nid in graph) + 1)
-    for node in graph.values():
-        for name, value in node["inputs"].items():
-            if isinstance(value, list) and value[0] == ckpt and value[1] in (0, 1):
-                node["inputs"][name] = [lora, value[1]]
-    graph[lora] = {
-        "inputs": {"model": [ckpt, 0], "clip": [ckpt, 1], "lora_name": lora_name,
-                   "strength_model": strength, "strength_clip": strength},
-        "class_type": "LoraLoader",
-        "_meta": {"title": "LCM-LoRA"},
-    }
+    for lora in nodes_of(graph, "LoraLoader"):
+        if lora_name:
+            graph[lora]["inputs"]["lora_name"] = lora_name
+            continue
+        sources = {0: graph[lora]["inputs"]["model"], 1: graph[lora]["inputs"]["clip"]}
+        del graph[lora]
+        for node in graph.values():
+            for name, value in node["inputs"].items():
+                if isinstance(value, list) and value[0] == lora:
+                    node["inputs"][name] = list(sources[value[1]])
     return graph
 
 
@@ -112,7 +110,7 @@ def prepare_graph(graph: dict[str, Any], ckpt_name: str, size: int, seed: int,
         graph[nid]["inputs"].update(width=size, height=size)
     for offset, nid in enumerate(nodes_of(graph, "SamplerCustom")):
         graph[nid]["inputs"]["noise_seed"] = seed + offset
-    return with_lora(graph, lora_name) if lora_name else graph
+    return set_lora(graph, lora_name)
 
 
 # ---------------------------------------------------------------------------
@@ -183,6 +181,21 @@ def prepare_base_dir(base: Path, ckpt: Path | None, lora: Path | None) -> tuple[
     return ckpt_name, lora_name
 
 
+def accelerator() -> str | None:
+    """The GPU that ComfyUI would pick on its own, or None (then it must run with --cpu)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"CUDA ({torch.cuda.get_device_name(0)})"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "Apple MPS"
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        return "Intel XPU"
+    return None
+
+
 def find_comfy_cli() -> str | None:
     """comfy-cli's `comfy` beside this python (the venv's), else on $PATH."""
     comfy = Path(sys.executable).parent / "comfy"
@@ -192,16 +205,17 @@ def find_comfy_cli() -> str | None:
 class Server:
     """ComfyUI in its own process group, started by comfy-cli or by main.py directly."""
 
-    def __init__(self, tree: Path, base: Path, port: int) -> None:
-        self.tree, self.base, self.port = tree, base, port
+    def __init__(self, tree: Path, base: Path, port: int, cpu: bool) -> None:
+        self.tree, self.base, self.port, self.cpu = tree, base, port, cpu
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = base / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.how = ""
 
     def main_args(self) -> list[str]:
-        return ["--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", str(self.base),
-                "--disable-auto-launch", "--database-url", "sqlite:///:memory:", "--disable-api-nodes"]
+        return [*(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
+                "--base-directory", str(self.base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:",
+                "--disable-api-nodes"]
 
     def start(self, timeout: float) -> float:
         """Start and wait for /object_info; returns the seconds it took."""
@@ -393,8 +407,12 @@ def saved_images(base: Path, entry: dict[str, Any]) -> list[Path]:
 # ---------------------------------------------------------------------------
 
 
-def schedules(tree: Path, steps: int) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
-    """{model sampling: {schedule: (integer timesteps, sigmas)}} from lcm_core and ComfyUI's own code."""
+def schedules(tree: Path, steps: int) -> dict[str, dict[str, tuple[list[str], list[float]]]]:
+    """{model sampling: {schedule: (timestep labels, sigmas)}} from lcm_core and ComfyUI's own code.
+
+    A label reads "519 or 499" where the sigma lies half-way between two training timesteps:
+    which one ComfyUI picks there depends on how the CPU rounds (comfy_host.comfy_timesteps).
+    """
     os.environ["LCM_COMFYUI"] = str(tree)
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     import comfy_host  # puts the tree first on sys.path and forces CPU
@@ -413,25 +431,20 @@ def schedules(tree: Path, steps: int) -> dict[str, dict[str, tuple[list[int], li
     scheduler.set_timesteps(steps)
     lcm_t = [int(t) for t in scheduler.timesteps]
     lcm_sigmas = sigmas_from_alphas_cumprod(alphas_cumprod(scheduler.config))[lcm_t].tolist()
-
-    class Default(c.model_sampling.ModelSamplingDiscrete, c.model_sampling.EPS):
-        """What an SD1.5 checkpoint gets."""
-
-    class Lcm(c.nodes_model_advanced.ModelSamplingDiscreteDistilled, c.nodes_model_advanced.LCM):
-        """What ModelSamplingDiscrete(sampling=lcm) patches in (the usual LCM-LoRA recipe)."""
-
+    labels = {"plain": "default model sampling (ModelSamplingDiscrete, eps)",
+              "lcm": "ModelSamplingDiscrete(sampling=lcm)"}
     result = {}
-    for label, sampling in (("default model sampling (ModelSamplingDiscrete, eps)", Default()),
-                            ("ModelSamplingDiscrete(sampling=lcm)", Lcm())):
-        rows = {"LCM (diffusers / lcm_core)": (lcm_t, lcm_sigmas)}
+    for key, sampling in comfy_host.sd15_model_samplings(c).items():
+        rows = {"LCM (diffusers / lcm_core)": ([str(t) for t in lcm_t], lcm_sigmas)}
         for name in ("sgm_uniform", "normal"):
             sigmas = c.samplers.calculate_sigmas(sampling, name, steps)[:-1]
-            rows[name] = ([int(t) for t in sampling.timestep(sigmas).round()], sigmas.tolist())
-        result[label] = rows
+            candidates = comfy_host.comfy_timesteps(c, sampling, name, steps)
+            rows[name] = ([comfy_host.format_timesteps([step]) for step in candidates], sigmas.tolist())
+        result[labels[key]] = rows
     return result
 
 
-def plot_schedules(table: dict[str, dict[str, tuple[list[int], list[float]]]], steps: int, path: Path) -> Path:
+def plot_schedules(table: dict[str, dict[str, tuple[list[str], list[float]]]], steps: int, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,12 +456,13 @@ def plot_schedules(table: dict[str, dict[str, tuple[list[int], list[float]]]], s
         top, bottom = axes[0][col], axes[1][col]
         for k, (name, (timesteps, sigmas)) in enumerate(rows.items()):
             x = [i + 1 + (k - 1) * 0.06 for i in range(steps)]  # a small offset keeps equal points visible
-            top.plot(x, timesteps, marker=markers.get(name, "o"), label=name)
+            # A tie ("519 or 499") is drawn at the first value; its label names both.
+            top.plot(x, [int(t.split()[0]) for t in timesteps], marker=markers.get(name, "o"), label=name)
             bottom.plot(x, sigmas, marker=markers.get(name, "o"), label=name)
             for xi, t, s in zip(x, timesteps, sigmas):
                 offset = ((-24, 6), (6, 2), (6, -12))[k % 3]
-                top.annotate(str(t), (xi, t), textcoords="offset points", xytext=offset, fontsize=8)
-                bottom.annotate(str(t), (xi, s), textcoords="offset points", xytext=offset, fontsize=8)
+                top.annotate(t, (xi, int(t.split()[0])), textcoords="offset points", xytext=offset, fontsize=8)
+                bottom.annotate(t, (xi, s), textcoords="offset points", xytext=offset, fontsize=8)
         top.set_title(f"ComfyUI {label}", fontsize=10)
         top.set_ylabel("timestep")
         bottom.set_ylabel("sigma (log scale); labels: timestep")
@@ -481,6 +495,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="txt2img noise seed; img2img uses seed + 1 (default 42)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the prompt (default 600)")
     parser.add_argument("--keep-running", action="store_true", help="leave ComfyUI running at the end")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
     return parser.parse_args(argv)
 
 
@@ -499,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         ckpt_name, lora_name = prepare_base_dir(base, args.ckpt, args.lora)
         graph = prepare_graph(load_workflow(), ckpt_name, args.size, args.seed, lora_name)
 
-        server = Server(tree, base, port)
+        gpu = None if args.cpu else accelerator()
+        say(f"device: {gpu}" if gpu else "device: CPU" + ("" if args.cpu else " (no GPU found)"))
+        server = Server(tree, base, port, cpu=gpu is None)
         start_s = server.start(timeout=180)
         say(f"ComfyUI ready after {start_s:.1f} s ({server.how}); {pack_import_time(server.log_text())}")
         info = server.get("/object_info/LCMTimesteps")
@@ -523,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"\n{steps}-step timesteps:")
         for label, rows in table.items():
             for name, (timesteps, _) in rows.items():
-                say(f"  {name:28s} {', '.join(map(str, timesteps)):22s} {label}")
+                say(f"  {name:28s} {', '.join(timesteps):28s} {label}")
         say(f"plot: {plot}")
 
         say("\ntimings:")

@@ -237,6 +237,37 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
+LORA_RANK = 4
+
+
+def lora_targets() -> Shapes:
+    """The tiny checkpoint's 2-D UNet and CLIP weights that a LoRA in the kohya layout can patch:
+    the attention projections, keyed by the names ComfyUI maps LoRA keys to."""
+    def lora_name(prefix: str, key: str, strip: str) -> str:
+        return prefix + key[len(strip):-len(".weight")].replace(".", "_")
+
+    unet, clip = "model.diffusion_model.", "cond_stage_model.transformer."
+    targets = {lora_name("lora_unet_", k, unet): shape for k, shape in unet_shapes().items()
+               if ".attn" in k and k.endswith(".weight") and len(shape) == 2}
+    targets.update({lora_name("lora_te_", k, clip): shape for k, shape in clip_shapes().items()
+                    if ".layers.0.self_attn." in k and k.endswith("_proj.weight")})
+    return targets
+
+
+def make_tiny_lora(path: str | Path, seed: int = 0, scale: float = 0.1) -> Path:
+    """Write a rank-4 LoRA for the tiny checkpoint (kohya keys: lora_down / lora_up / alpha), so
+    a LoraLoader in a bundled workflow runs on it as on a real LCM-LoRA. Random, like the model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, (rows, cols) in lora_targets().items():
+        tensors[f"{name}.lora_down.weight"] = _init(f"{name}.down", (LORA_RANK, cols), seed).to(UNET_DTYPE)
+        tensors[f"{name}.lora_up.weight"] = (_init(f"{name}.up", (rows, LORA_RANK), seed) * scale).to(UNET_DTYPE)
+        tensors[f"{name}.alpha"] = torch.tensor(float(LORA_RANK), dtype=UNET_DTYPE)
+    save_file(tensors, str(path), metadata={"format": "pt", "lcm_multistep_tiny_lora_seed": str(seed)})
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="output .safetensors file")

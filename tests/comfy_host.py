@@ -188,6 +188,7 @@ def load_script(name: str) -> types.ModuleType:
     if spec is None or spec.loader is None:
         raise ComfyHostError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (and pickling) look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -672,6 +673,8 @@ EXAMPLE_WORKFLOWS = REPO_ROOT / "example_workflows"
 # Input types the frontend draws as widgets (a list is an old-style COMBO).
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 SEED_NAMES = ("seed", "noise_seed")  # the frontend adds a control widget to these INTs by default
+# Nodes that exist only in the front end (not in /object_info, never queued).
+FRONTEND_ONLY_TYPES = frozenset({"Note", "MarkdownNote"})
 
 
 def input_specs(node_info: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any], bool]]:
@@ -712,11 +715,14 @@ def ui_to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str
     """A UI-format workflow as the API-format graph the frontend queues ("Export (API)").
 
     Widget values go to their inputs by name (control values dropped), links become
-    [source node id, output slot]; muted / bypassed nodes (mode != 0) are not supported.
+    [source node id, output slot]; notes are left out; muted / bypassed nodes (mode != 0) are
+    not supported.
     """
     links = {link[0]: link for link in workflow["links"]}
     graph: dict[str, Any] = {}
     for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY_TYPES:
+            continue
         if node.get("mode", 0) != 0:
             raise ValueError(f"node {node['id']} ({node['type']}) is muted or bypassed")
         values = list(node.get("widgets_values") or [])

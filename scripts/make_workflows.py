@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Write the example workflows (UI and API format) from the short descriptions below.
+
+    make workflows                 # starts a ComfyUI with the pack, writes example_workflows/
+    python scripts/make_workflows.py --check    # exit 1 if a file differs from what it would write
+
+Each workflow is described once, here: nodes, their places on the canvas, the widget
+values that differ from the node's defaults, the links, groups and notes. Everything else
+(the input and output slots, widget order, defaults, the link table, node order) comes from
+the running server's /object_info, so the files always match the nodes as they are declared.
+The UI file is what ComfyUI's templates browser offers; the API file (example_workflows/api/)
+is the same graph as the front end queues it (comfy_host.ui_to_api), which the demo and the
+tests post. tests/test_workflows.py checks that the committed files equal what this writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+import comfy_host  # noqa: E402
+
+EXAMPLES = REPO_ROOT / "example_workflows"
+PACK_ID = "lcm-multistep"  # the Comfy Registry id ([project] name); lets front ends offer to install the pack
+CORE_VERSION = "0.3.75"  # the ComfyUI the workflows were made against
+FRONTEND_VERSION = "1.32.9"
+NOTE_COLORS = {"color": "#432", "bgcolor": "#653"}
+GROUP_COLORS = ("#3f789e", "#8A8", "#a1309b", "#b58b2a")
+
+Link = Tuple[int, int]  # (source node id, output slot)
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    id: int
+    type: str
+    pos: Tuple[int, int]
+    size: Tuple[int, int]
+    title: Optional[str] = None
+    widgets: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    links: Dict[str, Link] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    id: int
+    pos: Tuple[int, int]
+    size: Tuple[int, int]
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    title: str
+    bounding: Tuple[int, int, int, int]  # x, y, width, height
+
+
+@dataclasses.dataclass(frozen=True)
+class Workflow:
+    name: str
+    uid: int  # the last part of the workflow's id (stable, so regenerating changes nothing)
+    nodes: Sequence[Node]
+    notes: Sequence[Note] = ()
+    groups: Sequence[Group] = ()
+
+
+# ---------------------------------------------------------------------------
+# The workflows
+# ---------------------------------------------------------------------------
+
+PROMPT = "a photo of a red fox sitting in fresh snow, soft morning light, highly detailed"
+NEGATIVE = "blurry, low quality"
+LCM_LORA_SD15 = "lcm-lora-sdv1-5.safetensors"
+
+# The LCM nodes and both passes of a txt2img -> img2img graph, given where MODEL and CLIP come from.
+# Node ids 1-14 are those of the first release's files (saved copies of users keep them).
+
+
+def prompts(clip: Link) -> List[Node]:
+    return [
+        Node(2, "CLIPTextEncode", (420, 60), (400, 160), "Positive prompt", {"text": PROMPT}, {"clip": clip}),
+        Node(3, "CLIPTextEncode", (420, 260), (400, 140), "Negative prompt (ignored at cfg 1.0)", {"text": NEGATIVE},
+             {"clip": clip}),
+    ]
+
+
+def lcm_nodes(model: Link, config_pos: Tuple[int, int]) -> List[Node]:
+    return [
+        Node(4, "EmptyLatentImage", (420, 450), (320, 110)),
+        Node(5, "LCMSchedulerConfig", config_pos, (340, 560), links={"model": model}),
+        Node(7, "LCMSampler", (420, 620), (320, 50), links={"config": (5, 0)}),
+        Node(6, "LCMTimesteps", (420, 720), (320, 200), "LCM Timesteps (txt2img: 4 steps)",
+             {"steps": 4, "strength": 1.0}, {"config": (5, 0)}),
+        Node(8, "SamplerCustom", (860, 60), (320, 440), "SamplerCustom (txt2img)",
+             {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
+             {"model": model, "positive": (2, 0), "negative": (3, 0), "sampler": (7, 0), "sigmas": (6, 0),
+              "latent_image": (4, 0)}),
+    ]
+
+
+def decode_and_save(node_id: int, samples: Link, vae: Link, y: int, prefix: str) -> List[Node]:
+    return [
+        Node(node_id, "VAEDecode", (1220, y), (210, 50), links={"samples": samples, "vae": vae}),
+        Node(node_id + 1, "SaveImage", (1460, y), (420, 480), widgets={"filename_prefix": prefix},
+             links={"images": (node_id, 0)}),
+    ]
+
+
+LCM_LORA_NOTE = (
+    "LCM-LoRA on SD1.5: two files.\n"
+    "- models/checkpoints/v1-5-pruned-emaonly.safetensors: any SD1.5 checkpoint (pick yours in Load "
+    "Checkpoint).\n"
+    f"- models/loras/{LCM_LORA_SD15}: pytorch_lora_weights.safetensors from "
+    "huggingface.co/latent-consistency/lcm-lora-sdv1-5, saved under this name.\n"
+    "Without the LoRA, 4 steps at cfg 1 give blurry images: LCM sampling needs an LCM-distilled model.\n"
+    "For SDXL use an SDXL checkpoint with lcm-lora-sdxl, and EmptyLatentImage 1024x1024."
+)
+
+FULL_UNET_NOTE = (
+    "A full LCM UNet (LCM_Dreamshaper_v7): two files from huggingface.co/SimianLuo/LCM_Dreamshaper_v7.\n"
+    "- models/diffusion_models/LCM_Dreamshaper_v7_unet.safetensors: unet/diffusion_pytorch_model.safetensors "
+    "of that repository, saved under this name. Load LCM UNet restores its guidance embedding.\n"
+    "- models/checkpoints/LCM_Dreamshaper_v7_4k.safetensors: the single-file checkpoint; only its CLIP and "
+    "VAE are used here.\n"
+    "Keep cfg at 1: the guidance (guidance_scale 8.5) is inside the UNet."
+)
+
+WORKFLOWS = (
+    Workflow(
+        "lcm_txt2img_then_img2img", 1,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (40, 60), (330, 100),
+                 widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
+            Node(15, "LoraLoader", (40, 200), (330, 130), "LCM-LoRA",
+                 {"lora_name": LCM_LORA_SD15, "strength_model": 1.0, "strength_clip": 1.0},
+                 {"model": (1, 0), "clip": (1, 1)}),
+            *prompts(clip=(15, 1)),
+            *lcm_nodes(model=(15, 0), config_pos=(40, 380)),
+            *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="lcm_txt2img"),
+            Node(11, "LCMTimesteps", (420, 960), (320, 200), "LCM Timesteps (img2img: strength 0.5)",
+                 {"steps": 4, "strength": 0.5}, {"config": (5, 0)}),
+            Node(12, "SamplerCustom", (860, 620), (320, 440), "SamplerCustom (img2img on the txt2img latent)",
+                 {"add_noise": True, "noise_seed": 43, "cfg": 1.0},
+                 {"model": (15, 0), "positive": (2, 0), "negative": (3, 0), "sampler": (7, 0), "sigmas": (11, 0),
+                  "latent_image": (8, 0)}),
+            *decode_and_save(13, samples=(12, 0), vae=(1, 2), y=620, prefix="lcm_img2img"),
+        ],
+        notes=[Note(16, (40, -250), (780, 220), LCM_LORA_NOTE)],
+        groups=[Group("txt2img: 4 LCM steps", (840, -20, 1060, 590)),
+                Group("img2img at strength 0.5 on the txt2img latent", (840, 580, 1060, 590))],
+    ),
+    Workflow(
+        "lcm_full_unet_txt2img", 2,
+        nodes=[
+            Node(15, "LCMUNetLoader", (40, -80), (330, 150),
+                 widgets={"unet_name": "LCM_Dreamshaper_v7_unet.safetensors"}),
+            Node(1, "CheckpointLoaderSimple", (40, 120), (330, 100), "Load Checkpoint (CLIP and VAE only)",
+                 {"ckpt_name": "LCM_Dreamshaper_v7_4k.safetensors"}),
+            *prompts(clip=(1, 1)),
+            *lcm_nodes(model=(15, 0), config_pos=(40, 300)),
+            *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="lcm_full_unet"),
+        ],
+        notes=[Note(16, (40, -330), (780, 220), FULL_UNET_NOTE)],
+        groups=[Group("full LCM UNet: guidance inside the UNet, so cfg stays 1", (840, -20, 1060, 590))],
+    ),
+)
+
+
+# ---------------------------------------------------------------------------
+# Building the files
+# ---------------------------------------------------------------------------
+
+
+def _order(workflow: Workflow) -> Dict[int, int]:
+    """Execution order as the front end stores it: sources first, ties by id; notes last."""
+    pending = {node.id: {source for source, _ in node.links.values()} for node in workflow.nodes}
+    order: Dict[int, int] = {}
+    while pending:
+        ready = sorted(nid for nid, sources in pending.items() if sources <= set(order))
+        if not ready:
+            raise ValueError(f"{workflow.name}: the links form a cycle among nodes {sorted(pending)}")
+        order[ready[0]] = len(order)
+        del pending[ready[0]]
+    for note in workflow.notes:
+        order[note.id] = len(order)
+    return order
+
+
+def _slot_type(input_type: Any) -> str:
+    return "COMBO" if isinstance(input_type, list) else str(input_type)
+
+
+def _default(input_type: Any, options: Dict[str, Any]) -> Any:
+    if "default" in options:
+        return options["default"]
+    if isinstance(input_type, list):
+        return input_type[0] if input_type else None  # file lists are empty on the generating server
+    return options.get("options", [None])[0] if input_type == "COMBO" else None
+
+
+def build_ui(workflow: Workflow, object_info: Dict[str, Any]) -> Dict[str, Any]:
+    """The UI-format workflow (schema version 0.4, as front end 1.32 saves it)."""
+    order = _order(workflow)
+    by_id = {node.id: node for node in workflow.nodes}
+    # Link ids in the order the front end would number them when wiring node by node.
+    wires = sorted(((order[node.id], name, node.id, source) for node in workflow.nodes
+                    for name, source in node.links.items()), key=lambda w: (w[0], w[1]))
+    link_ids = {(target, name): index + 1 for index, (_, name, target, _) in enumerate(wires)}
+    links: List[List[Any]] = []
+    outgoing: Dict[Link, List[int]] = {}
+    nodes: List[Dict[str, Any]] = []
+    for node in sorted(workflow.nodes, key=lambda n: order[n.id]):
+        info = object_info[node.type]
+        specs = comfy_host.input_specs(info)
+        unknown = (set(node.widgets) | set(node.links)) - {name for name, *_ in specs}
+        if unknown:
+            raise ValueError(f"{workflow.name} node {node.id} ({node.type}): no inputs named {sorted(unknown)}")
+        linked, widgets = [], []
+        for name, input_type, options, optional in specs:
+            slot: Dict[str, Any] = {"localized_name": name, "name": name, "type": _slot_type(input_type)}
+            if comfy_host.is_widget(input_type, options):
+                slot["widget"] = {"name": name}
+            slot["link"] = link_ids.get((node.id, name))
+            if optional:
+                slot["shape"] = 7
+            (widgets if "widget" in slot else linked).append(slot)
+        inputs = linked + widgets  # the front end lists link-only inputs before widget inputs
+        for index, slot in enumerate(inputs):
+            if slot["link"] is not None:
+                source = node.links[slot["name"]]
+                kind = object_info[by_id[source[0]].type]["output"][source[1]]
+                links.append([slot["link"], source[0], source[1], node.id, index, kind])
+                outgoing.setdefault(source, []).append(slot["link"])
+        defaults = {name: _default(input_type, options) for name, input_type, options, _ in specs}
+        values = [node.widgets.get(name, defaults.get(name)) if name else "fixed"
+                  for name in comfy_host.widget_slots(info)]
+        entry: Dict[str, Any] = {"id": node.id, "type": node.type}
+        if node.title:
+            entry["title"] = node.title
+        entry.update(pos=list(node.pos), size=list(node.size), flags={}, order=order[node.id], mode=0, inputs=inputs)
+        entry["outputs"] = [{"localized_name": name, "name": name, "type": kind}
+                            for kind, name in zip(info["output"], info["output_name"])]
+        ours = info["python_module"].startswith("custom_nodes.")
+        entry["properties"] = {"Node name for S&R": node.type, "cnr_id": PACK_ID if ours else "comfy-core",
+                               **({} if ours else {"ver": CORE_VERSION})}
+        entry["widgets_values"] = values
+        nodes.append(entry)
+    # Outputs list their links once every node's inputs are wired.
+    for entry in nodes:
+        for slot_index, output in enumerate(entry["outputs"]):
+            output["links"] = sorted(outgoing.get((entry["id"], slot_index), []))
+            if output["links"]:
+                output["slot_index"] = slot_index
+    for note in workflow.notes:
+        nodes.append({"id": note.id, "type": "Note", "pos": list(note.pos), "size": list(note.size), "flags": {},
+                      "order": order[note.id], "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                      "widgets_values": [note.text], **NOTE_COLORS})
+    all_ids = [node.id for node in workflow.nodes] + [note.id for note in workflow.notes]
+    return {
+        "id": f"6c636d2d-6d75-4c74-9973-{workflow.uid:012d}",
+        "revision": 0,
+        "last_node_id": max(all_ids),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": sorted(links),
+        "groups": [{"id": index + 1, "title": group.title, "bounding": list(group.bounding),
+                    "color": GROUP_COLORS[index % len(GROUP_COLORS)], "font_size": 24, "flags": {}}
+                   for index, group in enumerate(workflow.groups)],
+        "config": {},
+        "extra": {"ds": {"scale": 0.75, "offset": [40, 60]}, "frontendVersion": FRONTEND_VERSION},
+        "version": 0.4,
+    }
+
+
+def render(workflow: Workflow, object_info: Dict[str, Any]) -> Dict[Path, str]:
+    """{path: file text} of the UI and API files of one workflow."""
+    ui = build_ui(workflow, object_info)
+    api = comfy_host.ui_to_api(ui, object_info)
+    return {
+        EXAMPLES / f"{workflow.name}.json": json.dumps(ui, indent=2) + "\n",
+        EXAMPLES / "api" / f"{workflow.name}.api.json": json.dumps(api, indent=2) + "\n",
+    }
+
+
+def render_all(object_info: Dict[str, Any]) -> Dict[Path, str]:
+    files: Dict[Path, str] = {}
+    for workflow in WORKFLOWS:
+        files.update(render(workflow, object_info))
+    return files
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file would change")
+    args = parser.parse_args(argv)
+    with comfy_host.comfy_server() as server:
+        files = render_all(server.object_info())
+    stale = [path for path, text in files.items() if not path.is_file() or path.read_text(encoding="utf-8") != text]
+    for path in stale:
+        rel = path.relative_to(REPO_ROOT)
+        if args.check:
+            print(f"would change: {rel}")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(files[path], encoding="utf-8")
+            print(f"wrote {rel}")
+    if not stale:
+        print("example workflows are up to date")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
