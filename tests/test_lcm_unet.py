@@ -230,7 +230,8 @@ def test_file_without_cond_proj_warns_once_and_loads(comfy, nodes, lcm_unet, une
         nodes.LCMGuidanceEmbedding().patch(model, 8.5, DIFFUSERS)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a model, just text\n", b"TRUNCATED"], ids=("empty", "text", "truncated"))
+@pytest.mark.parametrize("content", [b"", b"not a model, just text\n", b"TRUNCATED"],
+                         ids=("empty", "text", "truncated"))
 def test_unreadable_file_error_names_the_file(comfy, nodes, unet_folder, lcm, content):
     """Found by trying: a broken file reached the user as SafetensorError with no file name."""
     import folder_paths

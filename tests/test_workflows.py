@@ -174,7 +174,8 @@ def test_bundled_workflow_notes_name_every_file_it_loads() -> None:
     for name in WORKFLOWS:
         ui = load(ui_path(name))
         notes = " ".join(node["widgets_values"][0] for node in ui["nodes"] if node["type"] == "Note")
-        folders = {"ckpt_name": "models/checkpoints", "lora_name": "models/loras", "unet_name": "models/diffusion_models"}
+        folders = {"ckpt_name": "models/checkpoints", "lora_name": "models/loras",
+                   "unet_name": "models/diffusion_models"}
         for node in load(api_path(name)).values():
             for widget, folder in folders.items():
                 if widget in node["inputs"]:
