@@ -1,5 +1,6 @@
 """The pack's ComfyUI nodes: thin glue from widgets to lcm_core and the host's sampling API."""
 
+from . import ksampler_names
 from .config_node import LCMSchedulerConfig
 from .lcm_unet import LCMGuidanceEmbedding, LCMUNetLoader
 from .sampler import LCMSampler
@@ -21,3 +22,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LCMUNetLoader": "Load LCM UNet (guidance embedding)",
     "LCMGuidanceEmbedding": "LCM Guidance Embedding (set w)",
 }
+
+# The exact samplers and the LCM timesteps in the plain KSampler's lists (a no-op outside ComfyUI).
+KSAMPLER_REGISTRATION = ksampler_names.register()

@@ -79,7 +79,11 @@ def config_fields_of(model: Any) -> Dict[str, Any]:
 
 def model_sigmas(model: Any, timesteps: Sequence[int]) -> torch.Tensor:
     """The host model's own sigma for each integer timestep, float32 on the CPU."""
-    model_sampling = model_sampling_of(model)
+    return sigmas_at(model_sampling_of(model), timesteps)
+
+
+def sigmas_at(model_sampling: Any, timesteps: Sequence[int]) -> torch.Tensor:
+    """A model sampling's own sigma for each integer timestep, float32 on the CPU."""
     require_discrete(model_sampling)
     t = torch.tensor(list(timesteps), dtype=torch.float32)
     return model_sampling.sigma(t).detach().to("cpu", torch.float32)

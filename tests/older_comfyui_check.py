@@ -47,7 +47,18 @@ def main() -> None:
                              output_type="latent").images
         scale = model.model.latent_format.scale_factor
         differences[f"steps={steps},cfg={cfg}"] = (latent * scale - reference).abs().max().item()
-    print(json.dumps({"nodes": sorted(pack.NODE_CLASS_MAPPINGS), "max_abs_difference": differences}))
+    # The plain KSampler with the pack's sampler (this tree has no scheduler registry, so no
+    # lcm_diffusers scheduler: `simple` stands in, and the sampler warns that it is off the grid).
+    ksampler_latent = comfy.nodes.KSampler().sample(
+        model, 42, 4, 1.0, "lcm_diffusers", "simple", [[positive, {}]], [[negative, {}]],
+        {"samples": torch.zeros(1, 4, 16, 16)})[0]["samples"]
+    registration = nodes.KSAMPLER_REGISTRATION
+    print(json.dumps({"nodes": sorted(pack.NODE_CLASS_MAPPINGS), "max_abs_difference": differences,
+                      "ksampler": {"added": list(registration.added), "skipped": list(registration.skipped),
+                                   "finite": bool(torch.isfinite(ksampler_latent).all()),
+                                   "sampler_names": [n for n in comfy.samplers.SAMPLER_NAMES if "diffusers" in n],
+                                   "scheduler_names": [n for n in comfy.samplers.SCHEDULER_NAMES
+                                                       if "diffusers" in n]}}))
 
 
 if __name__ == "__main__":

@@ -54,3 +54,9 @@ def test_nodes_match_diffusers_in_process(old_tree: Path) -> None:
     assert len(report["max_abs_difference"]) == 3
     for case, difference in report["max_abs_difference"].items():
         assert difference <= 1e-4, case
+    # No scheduler registry in this tree: the samplers are added, the scheduler is not, and
+    # KSampler with the pack's sampler still runs.
+    ksampler = report["ksampler"]
+    assert "sampler lcm_diffusers" in ksampler["added"] and ksampler["skipped"] == ["scheduler lcm_diffusers"]
+    assert ksampler["sampler_names"] == ["lcm_diffusers"] and ksampler["scheduler_names"] == []
+    assert ksampler["finite"]
