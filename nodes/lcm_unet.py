@@ -20,14 +20,15 @@ names ("0", "1", "2") plus a ``cond_proj`` child, so:
 - ``cond_proj`` is a ``comfy.ops.manual_cast.Linear``: it takes part in ComfyUI's low-VRAM partial
   loading like any other Linear and always computes in the dtype of its input (the model's
   compute dtype), whatever dtype it is stored in;
-- saving the model (``ModelSave`` / ``CheckpointSave`` -> ``BaseModel.state_dict_for_saving``, run
-  while the patch is applied) writes it as ``model.diffusion_model.time_embed.cond_proj.weight``,
-  which this loader finds again.
+- saving the model (``ModelSave`` / ``CheckpointSave`` -> ``state_dict_for_saving``, BaseModel's up to
+  0.3.x and ModelPatcher's since, run while the patch is applied) writes it as
+  ``model.diffusion_model.time_embed.cond_proj.weight``, which this loader finds again.
 """
 
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -221,8 +222,10 @@ def load_lcm_unet_state_dict(state_dict: Dict[str, torch.Tensor], model_options:
 
     key = find_cond_proj(state_dict)
     weight = state_dict.pop(key) if key is not None else None
-    model = comfy.sd.load_diffusion_model_state_dict(state_dict, model_options=dict(model_options or {}),
-                                                     metadata=metadata)
+    load = comfy.sd.load_diffusion_model_state_dict
+    # ComfyUI reads quantisation metadata since 2025; the 2024 function takes no metadata argument.
+    extra = {"metadata": metadata} if "metadata" in inspect.signature(load).parameters else {}
+    model = load(state_dict, model_options=dict(model_options or {}), **extra)
     if model is None:
         raise RuntimeError(f"LCMUNetLoader: ComfyUI could not detect the model type of {source} (not a UNet or "
                            "diffusion model it knows); full LCM UNets are SD1.5, SDXL or SSD-1B UNets")

@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from comfy_host import import_times  # noqa: E402  (ComfyUI's start-up table, any version's log format)
 PACK_DIR_NAME = "lcm-multistep"
 
 # What a published archive may hold at its top level (files and folders).
@@ -330,9 +333,6 @@ def archive_problems(members: Sequence[str]) -> List[str]:
 # --------------------------------------------------------------------------- 3. ComfyUI import
 
 
-_IMPORT_LINE = re.compile(r"^\s*([0-9.]+) seconds( \(IMPORT FAILED\))?: (.+?)\s*$", re.MULTILINE)
-
-
 def run_comfyui_quick_test(comfyui: Path, base: Path, timeout: float = 300) -> str:
     """Start ComfyUI so it imports every custom node, then exits (--quick-test-for-ci)."""
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
@@ -352,10 +352,7 @@ def run_comfyui_quick_test(comfyui: Path, base: Path, timeout: float = 300) -> s
 
 def custom_node_imports(log: str) -> Dict[str, bool]:
     """ComfyUI's 'Import times for custom nodes' table: {folder path: imported?}."""
-    start = log.find("Import times for custom nodes")
-    if start < 0:
-        return {}
-    return {m.group(3): m.group(2) is None for m in _IMPORT_LINE.finditer(log, start)}
+    return {path: imported for path, (_, imported) in import_times(log).items()}
 
 
 def check_comfyui_import(comfyui: Path, base: Path, pack_dir: Path) -> str:

@@ -301,11 +301,14 @@ class Server:
 
 
 def pack_import_time(log_text: str) -> str:
-    """The pack's line of ComfyUI's "Import times for custom nodes" table."""
-    for line in log_text.splitlines():
-        if line.rstrip().endswith(f"custom_nodes/{PACK_FOLDER}") and " seconds" in line:
-            return line.strip()
-    return "(not in the log)"
+    """The pack's row of ComfyUI's "Import times for custom nodes" table."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from comfy_host import import_times
+
+    for path, (seconds, imported) in import_times(log_text).items():
+        if Path(path).name == PACK_FOLDER:
+            return f"pack import: {seconds:.1f} s" + ("" if imported else " (IMPORT FAILED)")
+    return "pack import time: not in the log"
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -549,7 +550,7 @@ class ComfyServer:
     def pack_import_error(self) -> str | None:
         """ComfyUI's log line if it failed to import the pack, else None."""
         marker = f"{PACK_FOLDER} module for custom nodes:"
-        for line in self.log_text().splitlines():
+        for line in plain_log_lines(self.log_text()):
             if line.startswith("Cannot import") and marker in line:
                 return line
         return None
@@ -742,16 +743,25 @@ def ui_to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str
     return graph
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+_LEVEL_TAG = re.compile(r"^\[(?:DEBUG|DETAIL|INFO|WARNING|ERROR|CRITICAL)\] ?")
+
+
+def plain_log_lines(log_text: str) -> list[str]:
+    """ComfyUI's console log as plain lines. ComfyUI 0.33 puts a coloured level tag before every
+    record (`ESC[32m[INFO]ESC[0m message`) whether or not it writes to a terminal; 2024 and 0.3.75
+    print the message alone."""
+    return [_LEVEL_TAG.sub("", _ANSI_ESCAPE.sub("", line)) for line in log_text.splitlines()]
+
+
 def import_times(log_text: str) -> dict[str, tuple[float, bool]]:
     """ComfyUI's start-up table "Import times for custom nodes" as {path: (seconds, imported)}.
 
     Its lines read `   0.0 seconds: PATH` or `   0.1 seconds (IMPORT FAILED): PATH`.
     """
-    import re
-
     row = re.compile(r"^\s*(\d+(?:\.\d+)?) seconds( \(IMPORT FAILED\))?: (.+?)\s*$")
     times: dict[str, tuple[float, bool]] = {}
-    lines = iter(log_text.splitlines())
+    lines = iter(plain_log_lines(log_text))
     for line in lines:
         if line.strip() == "Import times for custom nodes:":
             break

@@ -52,8 +52,12 @@ def main() -> None:
     ksampler_latent = comfy.nodes.KSampler().sample(
         model, 42, 4, 1.0, "lcm_diffusers", "simple", [[positive, {}]], [[negative, {}]],
         {"samples": torch.zeros(1, 4, 16, 16)})[0]["samples"]
+    # A full LCM UNet through LCMUNetLoader's loading path (this tree's loader takes no metadata).
+    _, lcm_state_dict = comfy_host.load_script("make_tiny_lcm_unet").tiny_lcm_unet(seed=0)
+    lcm_model = nodes.lcm_unet.load_lcm_unet_state_dict(dict(lcm_state_dict), source="tiny LCM UNet")
     registration = nodes.KSAMPLER_REGISTRATION
     print(json.dumps({"nodes": sorted(pack.NODE_CLASS_MAPPINGS), "max_abs_difference": differences,
+                      "lcm_unet_embedding": nodes.lcm_unet.guidance_embedding_of(lcm_model) is not None,
                       "ksampler": {"added": list(registration.added), "skipped": list(registration.skipped),
                                    "finite": bool(torch.isfinite(ksampler_latent).all()),
                                    "sampler_names": [n for n in comfy.samplers.SAMPLER_NAMES if "diffusers" in n],

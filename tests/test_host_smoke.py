@@ -106,7 +106,10 @@ def test_tiny_checkpoint_loads_as_sd15(comfy: ComfyModules, comfy_server: ComfyS
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path))
     assert type(model.model.model_config) is comfy.supported_models.SD15
     assert type(vae.first_stage_model).__name__ == "TAESD"
-    saved = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd(), None)
+    # ComfyUI 0.33 saves through ModelPatcher.state_dict_for_saving and gave BaseModel's a leading
+    # unet_state_dict parameter; keywords work with both generations.
+    owner = model if hasattr(model, "state_dict_for_saving") else model.model
+    saved = owner.state_dict_for_saving(clip_state_dict=clip.get_sd(), vae_state_dict=vae.get_sd())
     with safe_open(str(path), "pt") as f:
         in_file = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     assert set(in_file) == set(saved)
