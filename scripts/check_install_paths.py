@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from comfy_host import import_times  # noqa: E402  (ComfyUI's start-up table, any version's log format)
+
 PACK_DIR_NAME = "lcm-multistep"
 
 # What a published archive may hold at its top level (files and folders).
