@@ -504,18 +504,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--batch", type=int, default=128, help="teacher batch")
     p.add_argument("--student-batch", type=int, default=64)
-    p.add_argument("--teacher-seconds", type=float, default=360.0)
-    p.add_argument("--teacher-steps", type=int, default=4000)
-    p.add_argument("--classifier-seconds", type=float, default=60.0)
-    p.add_argument("--classifier-steps", type=int, default=2000)
-    p.add_argument("--student-seconds", type=float, default=420.0)
-    p.add_argument("--student-steps", type=int, default=3000)
+    p.add_argument("--teacher-seconds", type=float, default=540.0)
+    p.add_argument("--teacher-steps", type=int, default=6000)
+    p.add_argument("--classifier-seconds", type=float, default=30.0)
+    p.add_argument("--classifier-steps", type=int, default=1500)
+    p.add_argument("--student-seconds", type=float, default=480.0)
+    p.add_argument("--student-steps", type=int, default=4000)
     p.add_argument("--teacher-lr", type=float, default=1e-3)
-    p.add_argument("--student-lr", type=float, default=1e-4)
+    p.add_argument("--student-lr", type=float, default=3e-4)
     p.add_argument("--cond-dropout", type=float, default=0.15)
-    p.add_argument("--guidance", type=float, default=2.0,
+    p.add_argument("--guidance", type=float, default=4.0,
                    help="teacher CFG scale distilled into the student (w = guidance - 1)")
-    p.add_argument("--eval-samples", type=int, default=2000)
+    p.add_argument("--eval-samples", type=int, default=1000)
     return p.parse_args(argv)
 
 
