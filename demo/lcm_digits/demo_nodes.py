@@ -18,10 +18,10 @@ DIGIT_CHOICES = [str(d) for d in range(digits.NUM_DIGITS)] + ["none"]
 
 class DigitsModelLoader:
     DESCRIPTION = (
-        "Loads the demo's tiny digit diffusion model (an SD1.5-family UNet of about 1M parameters trained on "
+        "Loads the demo's tiny digit diffusion model (an SD1.5-family UNet of 1.4M parameters trained on "
         "scikit-learn's 8x8 digits, committed in this folder) as a MODEL. student: LCM-distilled, for 1-8 "
-        "LCM steps at cfg 1 (the teacher's guidance 2 is distilled in). teacher: the epsilon model it was "
-        "distilled from, for ordinary samplers (e.g. 20-50 steps) with cfg about 2 and a 'none' negative. "
+        "LCM steps at cfg 1 (the teacher's CFG scale 4 is distilled in). teacher: the epsilon model it was "
+        "distilled from, for ordinary samplers (e.g. 20-50 steps) with cfg about 4 and a 'none' negative. "
         "Use EmptyLatentImage 32x32 (a 4x4 latent) and Digits Decode.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
