@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_MODULE = "lcm_multistep"  # in-process package name of the repo root
 PACK_FOLDER = "lcm-multistep"  # its folder name under custom_nodes/ in the server
+# The digit demo's own custom-node folder (not part of the pack), its in-process package name and
+# the folder name a server links it under.
+DIGITS_DEMO_DIR = REPO_ROOT / "demo" / "lcm_digits"
+DIGITS_DEMO_MODULE = "lcm_digits_demo"
+DIGITS_DEMO_FOLDER = "lcm-digits-demo"
 ENV_VAR = "LCM_COMFYUI"
 
 
@@ -151,21 +156,31 @@ def import_pack() -> types.ModuleType:
     `lcm_multistep.lcm_core` is a different module object from a top-level
     `import lcm_core`, so classes from the two are not interchangeable.
     """
-    if PACK_MODULE in sys.modules:
-        return sys.modules[PACK_MODULE]
+    return import_custom_node_folder(REPO_ROOT, PACK_MODULE)
+
+
+def import_digits_demo() -> types.ModuleType:
+    """Load demo/lcm_digits (the digit demo's own custom-node folder) as `lcm_digits_demo`."""
+    return import_custom_node_folder(DIGITS_DEMO_DIR, DIGITS_DEMO_MODULE)
+
+
+def import_custom_node_folder(folder: Path, module_name: str) -> types.ModuleType:
+    """Import a custom-node folder's __init__.py as the package ``module_name`` (ComfyUI's way)."""
+    if module_name in sys.modules:
+        return sys.modules[module_name]
     if "comfy.model_management" not in sys.modules:
-        import_comfy()  # the pack's nodes import comfy.*: CPU and sys.path first
-    init = REPO_ROOT / "__init__.py"
+        import_comfy()  # custom nodes import comfy.*: CPU and sys.path first
+    init = folder / "__init__.py"
     if not init.is_file():
-        raise ComfyHostError(f"{init} does not exist yet: the pack has no ComfyUI entry point to import")
-    spec = importlib.util.spec_from_file_location(PACK_MODULE, init, submodule_search_locations=[str(REPO_ROOT)])
+        raise ComfyHostError(f"{init} does not exist yet: the folder has no ComfyUI entry point to import")
+    spec = importlib.util.spec_from_file_location(module_name, init, submodule_search_locations=[str(folder)])
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE] = module
+    sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[PACK_MODULE]
+        del sys.modules[module_name]
         raise
     return module
 
@@ -429,7 +444,8 @@ class ComfyServer:
     fresh temporary folder, removed on exit unless keep_base_dir is set.
     extra_args go to main.py; the default --disable-api-nodes skips ComfyUI's
     paid-API nodes (start-up 8 s instead of 10 s on 2 cores, and no attempt to
-    reach the internet).
+    reach the internet). extra_custom_nodes ({folder name: path}) links more
+    custom-node folders beside the pack, e.g. the digit demo's; none by default.
     """
 
     def __init__(
@@ -438,8 +454,10 @@ class ComfyServer:
         extra_args: tuple[str, ...] = ("--disable-api-nodes",),
         startup_timeout: float = 90.0,
         keep_base_dir: bool = False,
+        extra_custom_nodes: dict[str, Path] | None = None,
     ) -> None:
         self.tree = comfy_tree()
+        self.extra_custom_nodes = dict(extra_custom_nodes or {})
         self.python = python
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
@@ -459,9 +477,10 @@ class ComfyServer:
             self._tmp = tempfile.TemporaryDirectory(prefix="lcm-comfy-")
             self.base_dir = Path(self._tmp.name)
         (self.base_dir / "custom_nodes").mkdir(exist_ok=True)
-        link = self.base_dir / "custom_nodes" / PACK_FOLDER
-        if not link.exists():
-            link.symlink_to(REPO_ROOT, target_is_directory=True)
+        for name, target in {PACK_FOLDER: REPO_ROOT, **self.extra_custom_nodes}.items():
+            link = self.base_dir / "custom_nodes" / name
+            if not link.exists():
+                link.symlink_to(Path(target).resolve(), target_is_directory=True)
         (self.base_dir / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
