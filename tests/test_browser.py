@@ -60,15 +60,16 @@ def object_info(comfy_server: ComfyServer) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def comfy_page(comfy_server: ComfyServer) -> Iterator[ComfyPage]:
+def comfy_page(request: pytest.FixtureRequest) -> Iterator[ComfyPage]:
     """The front end, loaded once in one headless Chromium; at the end, no console error may be
     left unexplained (errors that show up after the test that caused them end up here)."""
     with contextlib.ExitStack() as stack:
         try:
             session = stack.enter_context(BrowserSession())
         except BrowserUnavailable as err:
-            pytest.fail(str(err), pytrace=False)
-        page = session.open(comfy_server.url, watched=tuple(DISPLAY_NAMES))
+            pytest.fail(str(err), pytrace=False)  # before starting a server for nothing
+        server: ComfyServer = request.getfixturevalue("comfy_server")
+        page = session.open(server.url, watched=tuple(DISPLAY_NAMES))
         yield page
         left = [e for e in page.console.unexplained() if CONTROL_ERROR not in e.text]
         assert not left, report(left)
