@@ -319,11 +319,16 @@ class ComfyPage:
         return self.page.evaluate("""() => Object.fromEntries(Object.entries(LiteGraph.registered_node_types)
             .filter(([, t]) => t.nodeData).map(([name, t]) => [name, t.nodeData]))""")
 
+    def templates_dialog(self) -> Any:
+        """The templates browser (1.32.9: a PrimeVue dialog; 1.48.7: its own dialog, by its label)."""
+        return self.page.locator('.workflow-template-selector-dialog, [aria-labelledby="global-workflow-template-'
+                                 'selector"]')
+
     def close_templates_dialog(self) -> None:
         """The templates browser opens by itself on a first start; close it if it is open."""
-        dialog = self.page.locator(".workflow-template-selector-dialog")
+        dialog = self.templates_dialog()
         if dialog.count():
-            dialog.locator("button:has(i.pi-times)").click()
+            dialog.locator('button:has(i.pi-times), button[aria-label="Close dialog"]').first.click()
             dialog.wait_for(state="detached")
 
     def close_dialogs(self) -> None:
@@ -355,10 +360,12 @@ class ComfyPage:
     # -- loading workflows ------------------------------------------------
     def wait_for_graph(self, workflow: dict[str, Any]) -> None:
         """Until the canvas holds exactly the nodes (ids and types) of ``workflow``."""
-        expected = sorted([node["id"], node["type"]] for node in workflow["nodes"])
+        expected = sorted([str(node["id"]), node["type"]] for node in workflow["nodes"])
+        # Ids as text: newer front ends (1.48) may hold them as strings.
         self.page.wait_for_function(
-            """expected => JSON.stringify(app.graph.nodes.map(n => [n.id, n.type])
-                 .sort((a, b) => a[0] - b[0])) === JSON.stringify(expected)""", arg=expected)
+            """expected => JSON.stringify(app.graph.nodes.map(n => [String(n.id), n.type])
+                 .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) === JSON.stringify(expected)""",
+            arg=expected)
 
     def _loads(self) -> int:
         return int(self.page.evaluate("() => window.__lcm.loads"))
@@ -374,7 +381,7 @@ class ComfyPage:
         self.close_templates_dialog()
         before = self._loads()
         self.page.get_by_role("button", name="Templates", exact=True).click()
-        dialog = self.page.locator(".workflow-template-selector-dialog")
+        dialog = self.templates_dialog()
         dialog.get_by_text(section, exact=True).click()
         dialog.get_by_text(name, exact=True).click()
         dialog.wait_for(state="detached")

@@ -225,7 +225,8 @@ def test_advanced_inputs_reach_the_front_end_which_shows_them(page: ComfyPage, o
     (1.32.9) carries the flag into its node definition and into each widget's options, but folds
     nothing: its canvas hides only widgets whose own `advanced` property is set (isWidgetVisible,
     and the node menu's "Show Advanced" entry), and its node definitions never set that. So
-    every input is shown. A front end that folds them fails here: update README (The nodes) too."""
+    every input is shown. (Seen by hand: 1.32.9's Nodes 2.0 mode shows them too; 1.48.7 folds them
+    in its Nodes 2.0 mode only.) A canvas that folds them fails here: update README (The nodes) too."""
     declared = {name for name, _, options, _ in input_specs(object_info["LCMSchedulerConfig"])
                 if options.get("advanced")}
     assert {"beta_start", "beta_end", "timestep_spacing"} <= declared
