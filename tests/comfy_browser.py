@@ -320,9 +320,8 @@ class ComfyPage:
             .filter(([, t]) => t.nodeData).map(([name, t]) => [name, t.nodeData]))""")
 
     def templates_dialog(self) -> Any:
-        """The templates browser (1.32.9: a PrimeVue dialog; 1.48.7: its own dialog, by its label)."""
-        return self.page.locator('.workflow-template-selector-dialog, [aria-labelledby="global-workflow-template-'
-                                 'selector"]')
+        """The templates browser, by the label both 1.32.9 (a PrimeVue dialog) and 1.48.7 give it."""
+        return self.page.locator('[aria-labelledby="global-workflow-template-selector"]')
 
     def close_templates_dialog(self) -> None:
         """The templates browser opens by itself on a first start; close it if it is open."""
