@@ -106,8 +106,9 @@ def _text(pattern: str, *, kind: str = "error") -> Callable[[ConsoleEntry], bool
     return lambda entry: entry.kind == kind and regex.fullmatch(entry.text) is not None
 
 
-# Each entry: seen on a server with this pack and on one with no custom node at all (front end
-# 1.32.9, ComfyUI 0.3.75, a fresh user folder, no network). Anything else is reported.
+# Each entry was seen on the tests' server (front end 1.32.9, ComfyUI 0.3.75, a fresh user folder,
+# no network); the start-up ones (404s, the TypeError) on a server with no custom node at all too.
+# Anything else is reported.
 ENVIRONMENT_ERRORS = (
     KnownError("the front end asks for the optional user stylesheets; a fresh user folder has none",
                _missing("/api/userdata/user.css", "/user.css")),
@@ -227,10 +228,10 @@ class BrowserSession:
 
 
 # JavaScript run in the page. `app` is ComfyUI's ComfyApp, app.graph the LiteGraph graph shown.
-
-# Counts the workflow loads that finished (every way of opening a workflow ends in
-# app.loadGraphData, which also opens the missing-nodes dialog) and keeps every toast shown
-# (workflow validation reports its findings in toasts that close by themselves).
+#
+# _INSTRUMENT counts the workflow loads that finished (every way of opening a workflow ends in
+# app.loadGraphData, which also opens the missing-nodes dialog) and keeps the text of every toast
+# shown (workflow validation reports its findings in toasts; the page may close them later).
 _INSTRUMENT = """() => {
   window.__lcm = {loads: 0, toasts: []};
   const load = app.loadGraphData;
@@ -497,8 +498,9 @@ class ComfyPage:
         """Only the canvas: no side bars, menus or banners (focus mode; see also PICTURE_SETTINGS)."""
         self.close_dialogs()
         self.page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
-        # Focus mode leaves its own toggle button in a corner.
-        self.page.add_style_tag(content="body > #vue-app button:not(canvas) { visibility: hidden !important; }"
+        # Focus mode leaves its own toggle button in a corner: no button at all (the canvas and the
+        # text widgets on it are no buttons), no legacy menu, no toast.
+        self.page.add_style_tag(content="#vue-app button { visibility: hidden !important; }"
                                         ".comfy-menu, .p-toast { display: none !important; }")
         self.page.mouse.move(0, 0)
 
