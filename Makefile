@@ -8,6 +8,8 @@
 #   make demo    scripts/demo.py; CKPT=, LORA=, PORT=, CPU=1 and ARGS="..." reach it
 #   make run CMD="..."   any command inside the environment (its python first on PATH)
 #   make workflows   scripts/make_workflows.py: rewrite example_workflows/ from their descriptions
+#   make screenshots   scripts/screenshot_workflows.py: docs/<name>.png and the templates' thumbnails,
+#                    example_workflows/<name>.jpg, from ComfyUI's own front end in headless Chromium
 #   make bench   every benchmarks/bench_*.py (each exits non-zero when over its budget)
 #   make gpu-check  benchmarks/gpu_check.py: the CUDA checks (sync-free loop, speed at 512x512)
 #   make pack    `comfy node pack` -> node.zip (what the Comfy Registry receives)
@@ -28,7 +30,7 @@ COMFY_QUIET := DO_NOT_TRACK=1 COMFY_NO_TELEMETRY=1 COMFY_NO_UPDATE_CHECK=1
 LOAD_ENV = env_lines="$$($(SETUP_ENV))"; eval "$$env_lines"; \
 	export VENV COMFYUI LCM_COMFYUI="$$COMFYUI" LCM_COMFYUI_2024="$$COMFYUI_2024"
 
-.PHONY: setup test lint demo run workflows bench gpu-check pack check-install
+.PHONY: setup test lint demo run workflows screenshots bench gpu-check pack check-install
 
 setup:
 	$(SETUP_ENV)
@@ -66,6 +68,10 @@ run:
 workflows:
 	$(LOAD_ENV)
 	"$$VENV/bin/python" scripts/make_workflows.py
+
+screenshots:
+	$(LOAD_ENV)
+	"$$VENV/bin/python" scripts/screenshot_workflows.py
 
 bench:
 	$(LOAD_ENV)

@@ -85,20 +85,20 @@ LCM_LORA_SD15 = "lcm-lora-sdv1-5.safetensors"
 
 def prompts(clip: Link) -> List[Node]:
     return [
-        Node(2, "CLIPTextEncode", (420, 60), (400, 160), "Positive prompt", {"text": PROMPT}, {"clip": clip}),
-        Node(3, "CLIPTextEncode", (420, 260), (400, 140), "Negative prompt (ignored at cfg 1.0)", {"text": NEGATIVE},
+        Node(2, "CLIPTextEncode", (460, 60), (400, 160), "Positive prompt", {"text": PROMPT}, {"clip": clip}),
+        Node(3, "CLIPTextEncode", (460, 260), (400, 140), "Negative prompt (ignored at cfg 1.0)", {"text": NEGATIVE},
              {"clip": clip}),
     ]
 
 
 def lcm_nodes(model: Link, config_pos: Tuple[int, int]) -> List[Node]:
     return [
-        Node(4, "EmptyLatentImage", (420, 450), (320, 110)),
-        Node(5, "LCMSchedulerConfig", config_pos, (340, 560), links={"model": model}),
-        Node(7, "LCMSampler", (420, 620), (320, 50), links={"config": (5, 0)}),
-        Node(6, "LCMTimesteps", (420, 720), (320, 200), "LCM Timesteps (txt2img: 4 steps)",
+        Node(4, "EmptyLatentImage", (460, 450), (360, 110)),
+        Node(5, "LCMSchedulerConfig", config_pos, (370, 560), links={"model": model}),
+        Node(7, "LCMSampler", (460, 620), (360, 50), links={"config": (5, 0)}),
+        Node(6, "LCMTimesteps", (460, 720), (360, 200), "LCM Timesteps (txt2img: 4 steps)",
              {"steps": 4, "strength": 1.0}, {"config": (5, 0)}),
-        Node(8, "SamplerCustom", (860, 60), (320, 440), "SamplerCustom (txt2img)",
+        Node(8, "SamplerCustom", (900, 60), (440, 440), "SamplerCustom (txt2img)",
              {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
              {"model": model, "positive": (2, 0), "negative": (3, 0), "sampler": (7, 0), "sigmas": (6, 0),
               "latent_image": (4, 0)}),
@@ -107,8 +107,8 @@ def lcm_nodes(model: Link, config_pos: Tuple[int, int]) -> List[Node]:
 
 def decode_and_save(node_id: int, samples: Link, vae: Link, y: int, prefix: str) -> List[Node]:
     return [
-        Node(node_id, "VAEDecode", (1220, y), (210, 50), links={"samples": samples, "vae": vae}),
-        Node(node_id + 1, "SaveImage", (1460, y), (420, 480), widgets={"filename_prefix": prefix},
+        Node(node_id, "VAEDecode", (1380, y), (210, 50), links={"samples": samples, "vae": vae}),
+        Node(node_id + 1, "SaveImage", (1620, y), (420, 480), widgets={"filename_prefix": prefix},
              links={"images": (node_id, 0)}),
     ]
 
@@ -136,39 +136,39 @@ WORKFLOWS = (
     Workflow(
         "lcm_txt2img_then_img2img", 1,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (40, 60), (330, 100),
+            Node(1, "CheckpointLoaderSimple", (40, 60), (370, 100),
                  widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
-            Node(15, "LoraLoader", (40, 200), (330, 130), "LCM-LoRA",
+            Node(15, "LoraLoader", (40, 200), (370, 130), "LCM-LoRA",
                  {"lora_name": LCM_LORA_SD15, "strength_model": 1.0, "strength_clip": 1.0},
                  {"model": (1, 0), "clip": (1, 1)}),
             *prompts(clip=(15, 1)),
-            *lcm_nodes(model=(15, 0), config_pos=(40, 380)),
+            *lcm_nodes(model=(15, 0), config_pos=(40, 400)),
             *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="lcm_txt2img"),
-            Node(11, "LCMTimesteps", (420, 960), (320, 200), "LCM Timesteps (img2img: strength 0.5)",
+            Node(11, "LCMTimesteps", (460, 960), (360, 200), "LCM Timesteps (img2img: strength 0.5)",
                  {"steps": 4, "strength": 0.5}, {"config": (5, 0)}),
-            Node(12, "SamplerCustom", (860, 620), (320, 440), "SamplerCustom (img2img on the txt2img latent)",
+            Node(12, "SamplerCustom", (900, 660), (440, 440), "SamplerCustom (img2img on the txt2img latent)",
                  {"add_noise": True, "noise_seed": 43, "cfg": 1.0},
                  {"model": (15, 0), "positive": (2, 0), "negative": (3, 0), "sampler": (7, 0), "sigmas": (11, 0),
                   "latent_image": (8, 0)}),
-            *decode_and_save(13, samples=(12, 0), vae=(1, 2), y=620, prefix="lcm_img2img"),
+            *decode_and_save(13, samples=(12, 0), vae=(1, 2), y=660, prefix="lcm_img2img"),
         ],
-        notes=[Note(16, (40, -250), (780, 220), LCM_LORA_NOTE)],
-        groups=[Group("txt2img: 4 LCM steps", (840, -20, 1060, 590)),
-                Group("img2img at strength 0.5 on the txt2img latent", (840, 580, 1060, 590))],
+        notes=[Note(16, (40, -180), (780, 150), LCM_LORA_NOTE)],
+        groups=[Group("txt2img: 4 LCM steps", (880, -20, 1180, 580)),
+                Group("img2img at strength 0.5 on the txt2img latent", (880, 580, 1180, 580))],
     ),
     Workflow(
         "lcm_full_unet_txt2img", 2,
         nodes=[
-            Node(15, "LCMUNetLoader", (40, -80), (330, 150),
+            Node(15, "LCMUNetLoader", (40, -80), (370, 150),
                  widgets={"unet_name": "LCM_Dreamshaper_v7_unet.safetensors"}),
-            Node(1, "CheckpointLoaderSimple", (40, 120), (330, 100), "Load Checkpoint (CLIP and VAE only)",
+            Node(1, "CheckpointLoaderSimple", (40, 120), (370, 100), "Load Checkpoint (CLIP and VAE only)",
                  {"ckpt_name": "LCM_Dreamshaper_v7_4k.safetensors"}),
             *prompts(clip=(1, 1)),
             *lcm_nodes(model=(15, 0), config_pos=(40, 300)),
             *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="lcm_full_unet"),
         ],
-        notes=[Note(16, (40, -330), (780, 220), FULL_UNET_NOTE)],
-        groups=[Group("full LCM UNet: guidance inside the UNet, so cfg stays 1", (840, -20, 1060, 590))],
+        notes=[Note(16, (40, -300), (780, 150), FULL_UNET_NOTE)],
+        groups=[Group("full LCM UNet: guidance inside the UNet, so cfg stays 1", (880, -20, 1180, 580))],
     ),
 )
 

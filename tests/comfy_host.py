@@ -566,6 +566,15 @@ class ComfyServer:
     def checkpoints_dir(self) -> Path:
         return self.base_dir / "models" / "checkpoints"
 
+    def install_tiny_lora(self, name: str) -> Path:
+        """A tiny random LoRA for the tiny checkpoint (scripts/make_tiny_checkpoint.py) in
+        models/loras/<name>, e.g. under the LCM-LoRA's file name that a bundled workflow names;
+        written once per server."""
+        path = self.base_dir / "models" / "loras" / name
+        if not path.is_file():
+            load_script("make_tiny_checkpoint").make_tiny_lora(path)
+        return path
+
     def pack_import_error(self) -> str | None:
         """ComfyUI's log line if it failed to import the pack, else None."""
         marker = f"{PACK_FOLDER} module for custom nodes:"

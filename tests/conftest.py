@@ -68,3 +68,13 @@ def tiny_checkpoint(comfy_server: comfy_host.ComfyServer) -> str:
     name = "tiny-sd15.safetensors"
     comfy_host.load_script("make_tiny_checkpoint").make_tiny_checkpoint(comfy_server.checkpoints_dir / name, seed=0)
     return name
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Each phase's report on the test item (item.report_setup / report_call / ...), so that a
+    fixture can tell in its teardown whether its test failed (tests/test_browser.py saves a
+    screenshot then)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -225,9 +225,7 @@ def bundled_graph(server: ComfyServer, checkpoint: str, size: int = 64) -> dict[
         if node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=size, height=size)
     (lora_name,) = {node["inputs"]["lora_name"] for node in graph.values() if node["class_type"] == "LoraLoader"}
-    lora = server.base_dir / "models" / "loras" / lora_name
-    if not lora.is_file():
-        load_script("make_tiny_checkpoint").make_tiny_lora(lora)
+    server.install_tiny_lora(lora_name)
     return graph
 
 
