@@ -15,7 +15,7 @@ import diffusers
 import pytest
 import torch
 
-from lcm_core import LCMScheduler
+from lcm_core import LCMScheduler, TCDScheduler
 
 ATOL = 1e-6
 
@@ -183,22 +183,25 @@ def test_generator_list_and_device_rules():
         ours.step(model_output, 759, sample, generator=[torch.Generator()] * 2)
 
 
-def test_step_without_sync_runs_on_meta_device():
+@pytest.mark.parametrize("scheduler_class,step_options", [
+    (LCMScheduler, {}), (TCDScheduler, {"eta": 0.3}), (TCDScheduler, {"eta": 0.0}), (TCDScheduler, {"eta": 1.0}),
+], ids=("lcm", "tcd-0.3", "tcd-0", "tcd-1"))
+def test_step_without_sync_runs_on_meta_device(scheduler_class, step_options):
     """After set_timesteps, a whole loop runs on the meta device: no tensor value is ever read.
 
     Any .item(), .tolist(), .cpu(), nonzero or Python branch on a tensor raises on meta.
     """
     for config in (dict(), dict(prediction_type="v_prediction"), dict(prediction_type="sample"),
                    dict(clip_sample=True)):
-        scheduler = LCMScheduler(**config)
+        scheduler = scheduler_class(**config)
         scheduler.set_timesteps(4, device="meta")
         assert scheduler.timesteps.device.type == "meta"
         generator = torch.Generator("cpu").manual_seed(0)
         latents = torch.empty(2, 4, 16, 16, device="meta")
         for t in scheduler.timesteps:
-            out = scheduler.step(torch.empty_like(latents), t, latents, generator=generator)
+            out = scheduler.step(torch.empty_like(latents), t, latents, generator=generator, **step_options)
             latents = out.prev_sample
-            assert latents.device.type == "meta" and out.denoised.device.type == "meta"
+            assert latents.device.type == "meta" and out[1].device.type == "meta"
         assert scheduler.step_index == 4
 
 
