@@ -2,7 +2,7 @@
 
 from .config_node import LCMSchedulerConfig
 from .lcm_unet import LCMGuidanceEmbedding, LCMUNetLoader
-from .sampler import LCMSampler
+from .sampler import LCMSampler, TCDSampler
 from .timesteps_node import LCMTimesteps
 
 # Node ids are stable: saved workflows refer to them.
@@ -12,6 +12,7 @@ NODE_CLASS_MAPPINGS = {
     "LCMSampler": LCMSampler,
     "LCMUNetLoader": LCMUNetLoader,
     "LCMGuidanceEmbedding": LCMGuidanceEmbedding,
+    "TCDSampler": TCDSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -20,4 +21,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LCMSampler": "LCM Sampler (multistep)",
     "LCMUNetLoader": "Load LCM UNet (guidance embedding)",
     "LCMGuidanceEmbedding": "LCM Guidance Embedding (set w)",
+    "TCDSampler": "TCD Sampler (gamma)",
 }
