@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Write the smallest SD1.5-layout checkpoint that ComfyUI loads as SD1.5.
+"""Write the smallest SD1.5-layout checkpoint that ComfyUI loads as SD1.5 (and a LoRA for it).
 
-    python scripts/make_tiny_checkpoint.py PATH [--seed N]
+    python scripts/make_tiny_checkpoint.py PATH [--seed N] [--lora LORA_PATH]
 
-or, from Python, ``make_tiny_checkpoint(path, seed)``.
+or, from Python, ``make_tiny_checkpoint(path, seed)`` and ``make_tiny_lora(path, seed)``.
 
 Random weights: images are noise. The file exists so that real ComfyUI graphs
 (CheckpointLoaderSimple -> CLIPTextEncode -> KSampler / SamplerCustom ->
@@ -218,6 +218,32 @@ def _init(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return 1.0 + 0.1 * x  # 1-D weights are all norm scales
 
 
+def lora_shapes(rank: int = 4) -> Shapes:
+    """A LoRA on every attention projection of the tiny UNet, under kohya's key names
+    (lora_unet_<module path with _>.lora_down / lora_up / alpha), which ComfyUI's LoraLoader maps to
+    model.diffusion_model.* weights (comfy.lora.model_lora_keys_unet)."""
+    c = MODEL_CHANNELS
+    s: Shapes = {}
+    for block in ("input_blocks_1_1", "output_blocks_0_1", "output_blocks_1_1"):
+        for attn, kv_dim in (("attn1", c), ("attn2", CONTEXT_DIM)):
+            for proj, d_in in (("to_q", c), ("to_k", kv_dim), ("to_v", kv_dim), ("to_out_0", c)):
+                name = f"lora_unet_{block}_transformer_blocks_0_{attn}_{proj}"
+                s[f"{name}.lora_down.weight"] = (rank, d_in)
+                s[f"{name}.lora_up.weight"] = (c, rank)
+                s[f"{name}.alpha"] = ()
+    return s
+
+
+def make_tiny_lora(path: str | Path, seed: int = 0) -> Path:
+    """Write a LoRA for the tiny checkpoint to `path` (a stand-in for a real LoRA file); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: _init(name, shape, seed).to(UNET_DTYPE) for name, shape in lora_shapes().items()}
+    save_file(tensors, str(path), metadata={"format": "pt", "lcm_multistep_tiny_sd15_lora_seed": str(seed)})
+    logger.info("wrote %s: a LoRA of %d tensors", path, len(tensors))
+    return path
+
+
 def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
     """Write the checkpoint to `path` (parent folders are created); returns the path."""
     start = time.perf_counter()
@@ -241,9 +267,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="output .safetensors file")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--lora", type=Path, help="also write a LoRA for it here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     make_tiny_checkpoint(args.path, args.seed)
+    if args.lora:
+        make_tiny_lora(args.lora, args.seed)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKFLOW = REPO_ROOT / "example_workflows" / "lcm_txt2img_then_img2img.json"
-PACK_NODES = {"LCMSchedulerConfig", "LCMTimesteps", "LCMSampler", "LCMUNetLoader", "LCMGuidanceEmbedding"}
+PACK_NODES = {"LCMSchedulerConfig", "LCMTimesteps", "LCMSampler", "LCMUNetLoader", "LCMGuidanceEmbedding",
+              "TCDSampler"}
 TYPE_COLOURS = {"MODEL": "#b39ddb", "CLIP": "#ffd54f", "VAE": "#ef9a9a", "CONDITIONING": "#ffab91",
                 "LATENT": "#f48fb1", "IMAGE": "#80cbc4", "SIGMAS": "#a5d6a7", "SAMPLER": "#90caf9",
                 "LCM_CONFIG": "#ce93d8"}
@@ -36,6 +37,12 @@ def _label(node: dict) -> str:
         shown = ["diffusers' LCMScheduler fields"]
     elif node["type"] == "LCMTimesteps":
         shown = [f"steps {values[0]}, strength {values[1]}"]
+        if len(values) > 5 and values[5] != "lcm":
+            shown[0] += f", {values[5]}"
+    elif node["type"] == "TCDSampler":
+        shown = [f"gamma {values[0]}"]
+    elif node["type"] == "Note":
+        shown = [node.get("title", "")]
     elif node["type"] == "SamplerCustom":
         shown = [f"add_noise, seed {values[1]}, cfg {values[3]}"]
     if node["type"].startswith("CLIPTextEncode"):

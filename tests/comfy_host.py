@@ -623,6 +623,8 @@ EXAMPLE_WORKFLOWS = REPO_ROOT / "example_workflows"
 # Input types the frontend draws as widgets (a list is an old-style COMBO).
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 SEED_NAMES = ("seed", "noise_seed")  # the frontend adds a control widget to these INTs by default
+# Nodes that exist only in the frontend (text notes): not in /object_info, never queued.
+FRONTEND_ONLY_NODES = frozenset({"Note", "MarkdownNote"})
 
 
 def input_specs(node_info: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any], bool]]:
@@ -663,11 +665,14 @@ def ui_to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str
     """A UI-format workflow as the API-format graph the frontend queues ("Export (API)").
 
     Widget values go to their inputs by name (control values dropped), links become
-    [source node id, output slot]; muted / bypassed nodes (mode != 0) are not supported.
+    [source node id, output slot]; notes (FRONTEND_ONLY_NODES) are left out, as the frontend
+    does; muted / bypassed nodes (mode != 0) are not supported.
     """
     links = {link[0]: link for link in workflow["links"]}
     graph: dict[str, Any] = {}
     for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY_NODES:
+            continue
         if node.get("mode", 0) != 0:
             raise ValueError(f"node {node['id']} ({node['type']}) is muted or bypassed")
         values = list(node.get("widgets_values") or [])
