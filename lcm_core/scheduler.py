@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import torch
 
@@ -67,6 +67,9 @@ class _ConsistencyScheduler:
     init_noise_sigma = 1.0
     config_name = CONFIG_NAME
     _class_name = ""  # diffusers' class name, written as _class_name into scheduler_config.json
+    # set_timesteps' rule (schedule.lcm_timesteps or schedule.tcd_timesteps) and step's output class.
+    _timesteps_rule: Callable[..., Tuple[int, ...]]
+    _output_class: Type[_SchedulerOutput]
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(LCMConfig.__dataclass_fields__))
@@ -155,8 +158,8 @@ class _ConsistencyScheduler:
                                                dense=self._dense_grid(original_inference_steps))
             self.custom_timesteps = True
         else:
-            values = self._scheduled_timesteps(num_inference_steps, original_inference_steps, strength,
-                                               schedule.StrengthMode(strength_mode))
+            values = self._timesteps_rule(self._config, num_inference_steps, original_inference_steps, strength,
+                                          schedule.StrengthMode(strength_mode))
             self.custom_timesteps = False
         # Deliberate difference: with custom timesteps and strength < 1 the reference keeps the
         # untruncated count, so its last step never counts as last (LCM re-noises the result,
@@ -167,10 +170,6 @@ class _ConsistencyScheduler:
         self._step_index = None
         self._begin_index = None
         self._schedule_changed()
-
-    def _scheduled_timesteps(self, num_inference_steps: int, original_inference_steps: Optional[int],
-                             strength: float, strength_mode: schedule.StrengthMode) -> Tuple[int, ...]:
-        raise NotImplementedError
 
     def _dense_grid(self, original_inference_steps: Optional[int]) -> bool:
         """Whether custom timesteps are checked against the dense grid (TCD with an explicit count)."""
@@ -209,6 +208,12 @@ class _ConsistencyScheduler:
                 f"step() was called {index + 1} times for a schedule of {len(self._timestep_values)} steps; "
                 "call set_timesteps again before the next run")
         return index
+
+    def _finish_step(self, index: int, prev_sample: torch.Tensor, second: torch.Tensor,
+                     return_dict: bool) -> Union[_SchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
+        """Count the step done; the reference's output, as its dataclass or as a tuple."""
+        self._step_index = index + 1
+        return self._output_class(prev_sample, second) if return_dict else (prev_sample, second)
 
     # -- stepping -------------------------------------------------------------------------
     def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
@@ -256,15 +261,12 @@ class LCMScheduler(_ConsistencyScheduler):
     """
 
     _class_name = "LCMScheduler"
+    _timesteps_rule = staticmethod(schedule.lcm_timesteps)
+    _output_class = LCMSchedulerOutput
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._coefficients: List[StepCoefficients] = []
-
-    def _scheduled_timesteps(self, num_inference_steps: int, original_inference_steps: Optional[int],
-                             strength: float, strength_mode: schedule.StrengthMode) -> Tuple[int, ...]:
-        return schedule.lcm_timesteps(self._config, num_inference_steps, original_inference_steps, strength,
-                                      strength_mode)
 
     def _schedule_changed(self) -> None:
         self._coefficients = step_coefficients(self.alphas_cumprod, self._timestep_values,
@@ -291,10 +293,7 @@ class LCMScheduler(_ConsistencyScheduler):
             prev_sample = renoise_(noise, denoised, coefficients)
         else:
             prev_sample = denoised
-        self._step_index = index + 1
-        if not return_dict:
-            return (prev_sample, denoised)
-        return LCMSchedulerOutput(prev_sample=prev_sample, denoised=denoised)
+        return self._finish_step(index, prev_sample, denoised, return_dict)
 
 
 class TCDScheduler(_ConsistencyScheduler):
@@ -308,6 +307,8 @@ class TCDScheduler(_ConsistencyScheduler):
     """
 
     _class_name = "TCDScheduler"
+    _timesteps_rule = staticmethod(schedule.tcd_timesteps)
+    _output_class = TCDSchedulerOutput
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -315,11 +316,6 @@ class TCDScheduler(_ConsistencyScheduler):
             logger.warning("TCDScheduler: clip_sample and thresholding have no effect on TCD's step "
                            "(diffusers' TCDScheduler ignores them too)")
         self._coefficients: Dict[float, List[TCDStepCoefficients]] = {}
-
-    def _scheduled_timesteps(self, num_inference_steps: int, original_inference_steps: Optional[int],
-                             strength: float, strength_mode: schedule.StrengthMode) -> Tuple[int, ...]:
-        return schedule.tcd_timesteps(self._config, num_inference_steps, original_inference_steps, strength,
-                                      strength_mode)
 
     def _dense_grid(self, original_inference_steps: Optional[int]) -> bool:
         return original_inference_steps is not None
@@ -356,7 +352,4 @@ class TCDScheduler(_ConsistencyScheduler):
             prev_sample = renoise_from_s_(noise, x_s, coefficients)
         else:
             prev_sample = x_s
-        self._step_index = index + 1
-        if not return_dict:
-            return (prev_sample, x_s)
-        return TCDSchedulerOutput(prev_sample=prev_sample, pred_noised_sample=x_s)
+        return self._finish_step(index, prev_sample, x_s, return_dict)

@@ -228,7 +228,17 @@ def _undo_host_boundary(output: torch.Tensor, x_k: torch.Tensor, step: Planned) 
     return (output - step.host_c_skip * x_k) / step.host_c_out
 
 
-class LCMSampler:
+class _SamplerNode:
+    """What the pack's SAMPLER nodes share: one SAMPLER output for SamplerCustom(Advanced)."""
+
+    CATEGORY = "sampling/custom_sampling/lcm"
+    FUNCTION = "get_sampler"
+    RETURN_TYPES = ("SAMPLER",)
+    RETURN_NAMES = ("sampler",)
+    OUTPUT_TOOLTIPS = ("A SAMPLER for SamplerCustom or SamplerCustomAdvanced.",)
+
+
+class LCMSampler(_SamplerNode):
     """The LCM multistep sampler for SamplerCustom / SamplerCustomAdvanced."""
 
     DESCRIPTION = (
@@ -237,11 +247,6 @@ class LCMSampler:
         "diffusers' order, so a seed gives the same latents as diffusers on any GPU. Works with CFG, img2img, "
         "inpaint masks and models patched with ModelSamplingDiscrete(lcm) (their boundary condition is not "
         "applied twice).")
-    CATEGORY = "sampling/custom_sampling/lcm"
-    FUNCTION = "get_sampler"
-    RETURN_TYPES = ("SAMPLER",)
-    RETURN_NAMES = ("sampler",)
-    OUTPUT_TOOLTIPS = ("A SAMPLER for SamplerCustom or SamplerCustomAdvanced.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> Dict[str, Any]:
@@ -254,7 +259,7 @@ class LCMSampler:
         return (comfy.samplers.KSAMPLER(sample_lcm_multistep, extra_options={"config": config}),)
 
 
-class TCDSampler:
+class TCDSampler(_SamplerNode):
     """TCD's Strategic Stochastic Sampling for SamplerCustom / SamplerCustomAdvanced."""
 
     DESCRIPTION = (
@@ -265,11 +270,6 @@ class TCDSampler:
         "generator seeded with the sampler's noise seed in diffusers' order (none at gamma 0, none on the last "
         "step), so a seed gives diffusers' latents on any GPU. Works with CFG, img2img, inpaint masks and models "
         "patched with ModelSamplingDiscrete(lcm). Use LCMTimesteps with scheduler tcd for its timesteps.")
-    CATEGORY = "sampling/custom_sampling/lcm"
-    FUNCTION = "get_sampler"
-    RETURN_TYPES = ("SAMPLER",)
-    RETURN_NAMES = ("sampler",)
-    OUTPUT_TOOLTIPS = ("A SAMPLER for SamplerCustom or SamplerCustomAdvanced.",)
     SEARCH_ALIASES = ["tcd", "trajectory consistency", "hyper-sd", "gamma", "eta"]
 
     @classmethod

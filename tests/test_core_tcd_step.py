@@ -19,13 +19,14 @@ import torch
 import lcm_core
 from lcm_core import LCMConfig, TCDScheduler
 from test_core_step import PREDICTIONS, _fake_unet, _step_inputs
+from test_core_step import _pair as _scheduler_pair
 
 GAMMAS = (0.0, 0.3, 0.7, 1.0)
 OUTPUTS = ("prev_sample", "pred_noised_sample")
 
 
 def _pair(**config):
-    return TCDScheduler(**config), diffusers.TCDScheduler(**config)
+    return _scheduler_pair("TCDScheduler", **config)
 
 
 def _step_both(ours, reference, index, model_output, sample, gamma, seed=7):
@@ -152,42 +153,11 @@ def test_whole_loop_same_seed_same_latents(prediction_type, gamma, steps, streng
     assert torch.equal(ours_state, after_initial) == (gamma == 0 or steps == 1)
 
 
-def test_generator_list_and_device_rules():
-    ours, reference = _pair()
-    for scheduler in (ours, reference):
-        scheduler.set_timesteps(4)
-    model_output, sample = _step_inputs(reference, 999, (3, 4, 8, 8), "epsilon", seed=0)
-    got = ours.step(model_output, 999, sample, generator=[torch.Generator().manual_seed(s) for s in range(3)])
-    want = reference.step(model_output, 999, sample, generator=[torch.Generator().manual_seed(s) for s in range(3)])
-    assert torch.equal(got.prev_sample, want.prev_sample)
-    with pytest.raises(ValueError, match="generators"):
-        ours.step(model_output, 759, sample, generator=[torch.Generator()] * 2)
-
-
-def test_step_index_rules_and_default_eta():
-    ours, reference = _pair()
-    assert inspect.signature(ours.step).parameters["eta"].default == \
-        inspect.signature(reference.step).parameters["eta"].default == lcm_core.DEFAULT_GAMMA
-    sample = torch.randn(1, 4, 8, 8)
-    for scheduler in (ours, reference):
-        scheduler.set_timesteps(4)
-        scheduler.step(sample, torch.tensor(499), sample)
-        assert scheduler.step_index == 3
-    ours.set_timesteps(4)
-    ours.set_begin_index(1)
-    ours.step(sample, 999, sample)
-    assert ours.step_index == 2 and ours.begin_index == 1
-    ours.set_timesteps(4)
-    with pytest.raises(IndexError):
-        ours.step(sample, 500, sample)
-
-
-def test_step_before_set_timesteps_is_the_same_error():
-    sample = torch.zeros(1, 4, 8, 8)
-    with pytest.raises(ValueError):
-        diffusers.TCDScheduler().step(sample, 999, sample)
-    with pytest.raises(ValueError, match="set_timesteps"):
-        TCDScheduler().step(sample, 999, sample)
+def test_step_default_eta_is_the_references():
+    """0.3, the TCD authors' gamma (the step index, generator and forward-process rules TCD shares with
+    LCM are tested for both in test_core_step)."""
+    defaults = [inspect.signature(scheduler.step).parameters["eta"].default for scheduler in _pair()]
+    assert defaults == [lcm_core.DEFAULT_GAMMA] * 2 == [0.3] * 2
 
 
 def test_output_forms():
@@ -203,20 +173,6 @@ def test_output_forms():
     assert scheduler.scale_model_input(sample, 999) is sample
     assert scheduler.init_noise_sigma == 1.0 and scheduler.order == 1 and len(scheduler) == 1000
     assert [scheduler.previous_timestep(t) for t in (999, 499)] == [499, -1]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_add_noise_and_velocity_match_diffusers(dtype):
-    ours, reference = _pair()
-    generator = torch.Generator().manual_seed(3)
-    x0 = torch.randn(3, 4, 8, 8, generator=generator).to(dtype)
-    noise = torch.randn(3, 4, 8, 8, generator=generator).to(dtype)
-    timesteps = torch.tensor([999, 499, 0])
-    for name in ("add_noise", "get_velocity"):
-        got = getattr(ours, name)(x0, noise, timesteps)
-        want = getattr(reference, name)(x0, noise, timesteps)
-        assert got.dtype == want.dtype == dtype
-        assert torch.equal(got, want), name
 
 
 # -- configuration ------------------------------------------------------------------------

@@ -11,10 +11,9 @@ import logging
 
 import diffusers
 import pytest
-import torch
 
 from lcm_core import LCMScheduler, StrengthMode, TCDScheduler
-from test_core_timesteps import CUSTOM_LISTS, STEPS, STRENGTHS, _reference_outcome
+from test_core_timesteps import CUSTOM_LISTS, STRENGTHS, _compare_custom, _compare_grid, _reference_outcome
 
 # None: the default grid; any number: the dense grid (2000 > num_train_timesteps is accepted there).
 ORIGINAL_STEPS = (None, 1, 10, 20, 25, 50, 100, 1000, 2000)
@@ -30,23 +29,7 @@ def _accepted_count(original):
 @pytest.mark.parametrize("original", ORIGINAL_STEPS, ids=lambda o: f"original={o}")
 def test_timesteps_grid_equal_to_diffusers(original):
     """steps 1..50 x strength: the same timesteps wherever diffusers accepts, the same error type elsewhere."""
-    ours, reference = TCDScheduler(), diffusers.TCDScheduler()
-    accepted = refused = 0
-    for strength in STRENGTHS:
-        for steps in STEPS:
-            kwargs = dict(num_inference_steps=steps, original_inference_steps=original, strength=strength)
-            expected = _reference_outcome(reference, **kwargs)
-            if isinstance(expected, list):
-                ours.set_timesteps(**kwargs)
-                assert ours.timesteps.tolist() == expected, kwargs
-                assert ours.timesteps.dtype == torch.int64 and ours.num_inference_steps == steps
-                accepted += 1
-            else:
-                with pytest.raises(expected):
-                    ours.set_timesteps(**kwargs)
-                refused += 1
-    assert accepted == _accepted_count(original)
-    assert accepted + refused == len(STEPS) * len(STRENGTHS)
+    assert _compare_grid(TCDScheduler(), diffusers.TCDScheduler(), original) == _accepted_count(original)
 
 
 def test_known_schedules_default_and_dense():
@@ -91,16 +74,7 @@ def test_drop_leading_equals_sd_img2img_get_timesteps(original, steps, strength)
 @pytest.mark.parametrize("strength", [1.0, 0.5])
 @pytest.mark.parametrize("original", [None, 50, 25])
 def test_custom_timesteps_equal_to_diffusers(timesteps, strength, original):
-    reference, ours = diffusers.TCDScheduler(), TCDScheduler()
-    reference.set_timesteps(timesteps=timesteps, original_inference_steps=original, strength=strength)
-    expected = reference.timesteps.tolist()
-    if not expected:  # strength * len < 1: diffusers makes an empty schedule
-        with pytest.raises(ValueError):
-            ours.set_timesteps(timesteps=timesteps, original_inference_steps=original, strength=strength)
-        return
-    ours.set_timesteps(timesteps=timesteps, original_inference_steps=original, strength=strength)
-    assert ours.timesteps.tolist() == expected
-    assert ours.custom_timesteps
+    _compare_custom(TCDScheduler(), diffusers.TCDScheduler(), timesteps, original, strength)
 
 
 def test_custom_timesteps_are_checked_against_the_grid_in_use(caplog):

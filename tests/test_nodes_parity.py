@@ -23,17 +23,6 @@ ATOL = 1e-4
 LATENT = 16  # latent height and width
 
 
-@pytest.fixture(scope="module")
-def models(comfy):
-    unet, patcher = comfy_host.tiny_unet_pair(seed=0)
-    return unet, patcher
-
-
-@pytest.fixture(scope="module")
-def nodes(pack):
-    return pack.nodes
-
-
 def _embeds(seed, batch=1):
     return torch.randn(batch, 7, comfy_host.TINY_UNET_DIFFUSERS["cross_attention_dim"],
                        generator=torch.Generator().manual_seed(seed))

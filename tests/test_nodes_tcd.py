@@ -18,6 +18,7 @@ import torch
 
 import comfy_host
 from comfy_host import lcm_config
+from test_nodes import sampler_custom_advanced
 from test_nodes_parity import (
     LATENT,
     NEGATIVE,
@@ -32,20 +33,25 @@ RELATIVE = 1e-4
 GAMMAS = (0.0, 0.3, 1.0)
 
 
-@pytest.fixture(scope="module")
-def models(comfy):
-    return comfy_host.tiny_unet_pair(seed=0)
-
-
-@pytest.fixture(scope="module")
-def nodes(pack):
-    return pack.nodes
+def tcd_parts(nodes, config, gamma, steps=4):
+    """(SIGMAS of LCMTimesteps(scheduler=tcd), SAMPLER of TCDSampler(gamma))."""
+    sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, steps, 1.0, scheduler="tcd")
+    return sigmas, nodes.TCDSampler().get_sampler(config, gamma)[0]
 
 
 def tcd_sample(comfy, nodes, model, config, gamma, **options):
     """comfy_sample with TCDSampler(gamma) and LCMTimesteps(scheduler=tcd)."""
     sampler = nodes.TCDSampler().get_sampler(config, gamma)[0]
     return comfy_sample(comfy, nodes, model, config, sampler=sampler, scheduler="tcd", **options)
+
+
+def sample_custom(comfy, model, sampler, sigmas, latent, noise_seed, step_seed=None, **options):
+    """comfy.sample.sample_custom at cfg 1 with the initial noise of ``noise_seed`` (prepare_noise) and
+    the sampler's seed ``step_seed`` (default: the same), as SamplerCustom passes both."""
+    noise = comfy.sample.prepare_noise(latent, noise_seed) if noise_seed is not None else torch.zeros_like(latent)
+    return comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, [[POSITIVE, {}]], [[NEGATIVE, {}]],
+                                      latent, disable_pbar=True,
+                                      seed=noise_seed if step_seed is None else step_seed, **options)
 
 
 def _close(comfy_latent, reference, scale):
@@ -84,14 +90,9 @@ def test_dense_grid_timesteps_seed_exact(comfy, nodes, models):
     config = lcm_config(nodes, model)
     latent, timesteps = tcd_sample(comfy, nodes, model, config, 0.3, seed=8, steps=4, original_inference_steps=50)
     assert timesteps == "999, 749, 499, 249"
-    scheduler = diffusers.TCDScheduler()
-    pipe = _pipeline(diffusers.StableDiffusionPipeline, unet)
-    pipe.scheduler = scheduler
-    size = LATENT * pipe.vae_scale_factor
-    with torch.no_grad():
-        reference = pipe(prompt_embeds=POSITIVE, guidance_scale=1.0, height=size, width=size, eta=0.3,
-                         timesteps=[999, 749, 499, 249], generator=torch.Generator("cpu").manual_seed(8),
-                         output_type="latent").images
+    # The pipelines pass no original_inference_steps; the same schedule as custom timesteps:
+    reference = diffusers_txt2img(unet, seed=8, scheduler=diffusers.TCDScheduler(), eta=0.3,
+                                  timesteps=[999, 749, 499, 249])
     _close(latent, reference, _scale(model))
 
 
@@ -101,12 +102,9 @@ def test_step_noise_is_drawn_only_where_diffusers_draws_it(comfy, nodes, models,
     (TCD draws no noise there), other latents otherwise (the seed reaches the step noise)."""
     _, model = models
     config = lcm_config(nodes, model)
-    sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, steps, 1.0, scheduler="tcd")
-    sampler = nodes.TCDSampler().get_sampler(config, gamma)[0]
+    sigmas, sampler = tcd_parts(nodes, config, gamma, steps)
     latent = torch.zeros(1, 4, LATENT, LATENT)
-    noise = comfy.sample.prepare_noise(latent, 5)
-    outputs = [comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, [[POSITIVE, {}]], [[NEGATIVE, {}]],
-                                          latent, disable_pbar=True, seed=seed) for seed in (5, 6)]
+    outputs = [sample_custom(comfy, model, sampler, sigmas, latent, 5, step_seed) for step_seed in (5, 6)]
     assert torch.equal(outputs[0], outputs[1]) == same
 
 
@@ -217,15 +215,12 @@ def test_inpaint_mask_keeps_the_unmasked_latent(comfy, nodes, models):
 def test_callback_every_step_preview_and_cancel(comfy, nodes, models):
     _, model = models
     config = lcm_config(nodes, model)
-    sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, 4, 1.0, scheduler="tcd")
-    sampler = nodes.TCDSampler().get_sampler(config, 0.3)[0]
+    sigmas, sampler = tcd_parts(nodes, config, 0.3)
     latent = torch.zeros(1, 4, LATENT, LATENT)
-    noise = comfy.sample.prepare_noise(latent, 5)
     calls = []
 
     def run(callback):
-        return comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, [[POSITIVE, {}]], [[NEGATIVE, {}]],
-                                          latent, callback=callback, disable_pbar=True, seed=5)
+        return sample_custom(comfy, model, sampler, sigmas, latent, 5, callback=callback)
 
     out = run(lambda i, denoised, x, total: calls.append((i, denoised.shape, total)))
     assert [c[0] for c in calls] == [0, 1, 2, 3] and all(c[1] == latent.shape and c[2] == 4 for c in calls)
@@ -248,15 +243,8 @@ def test_callback_every_step_preview_and_cancel(comfy, nodes, models):
 def test_sampler_custom_advanced_equals_sampler_custom(comfy, nodes, models):
     _, model = models
     config = lcm_config(nodes, model)
-    sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, 4, 1.0, scheduler="tcd")
-    sampler = nodes.TCDSampler().get_sampler(config, 0.3)[0]
-    ncs = comfy.nodes_custom_sampler
-    noise = ncs.RandomNoise.execute(noise_seed=9).args[0]
-    guider = ncs.CFGGuider.execute(model=model, positive=[[POSITIVE, {}]], negative=[[NEGATIVE, {}]],
-                                   cfg=2.0).args[0]
-    latent = {"samples": torch.zeros(2, 4, LATENT, LATENT)}
-    advanced = ncs.SamplerCustomAdvanced.execute(noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
-                                                 latent_image=latent).args[0]["samples"]
+    sigmas, sampler = tcd_parts(nodes, config, 0.3)
+    advanced = sampler_custom_advanced(comfy, model, sampler, sigmas, seed=9, cfg=2.0, batch=2)
     plain, _ = tcd_sample(comfy, nodes, model, config, 0.3, seed=9, cfg=2.0, batch=2)
     assert torch.equal(advanced, plain["samples"])
 
@@ -265,18 +253,11 @@ def test_split_sigmas_at_gamma_zero_equal_the_whole_run(comfy, nodes, models):
     """A run split in two (SplitSigmas): the first part's last step goes on to its last sigma, not to t = 0."""
     _, model = models
     config = lcm_config(nodes, model)
-    sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, 4, 1.0, scheduler="tcd")
-    sampler = nodes.TCDSampler().get_sampler(config, 0.0)[0]
+    sigmas, sampler = tcd_parts(nodes, config, 0.0)
     latent = torch.zeros(1, 4, LATENT, LATENT)
-    noise = comfy.sample.prepare_noise(latent, 2)
-
-    def run(noise, part, start):
-        return comfy.sample.sample_custom(model, noise, 1.0, sampler, part, [[POSITIVE, {}]], [[NEGATIVE, {}]],
-                                          start, disable_pbar=True, seed=2)
-
-    whole = run(noise, sigmas, latent)
-    first = run(noise, sigmas[:3], latent)
-    second = run(torch.zeros_like(noise), sigmas[2:], first)
+    whole = sample_custom(comfy, model, sampler, sigmas, latent, 2)
+    first = sample_custom(comfy, model, sampler, sigmas[:3], latent, 2)
+    second = sample_custom(comfy, model, sampler, sigmas[2:], first, None, step_seed=2)  # add_noise off
     torch.testing.assert_close(second, whole, atol=RELATIVE * max(1.0, whole.abs().max().item()), rtol=0)
 
 
