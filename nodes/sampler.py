@@ -34,6 +34,7 @@ from ..lcm_core import (
     renoise_k_space_,
     sample_from_k_space,
     sigmas_from_alphas_cumprod,
+    timesteps_from_sigmas,
 )
 from ..lcm_core.step import clip_or_threshold
 from . import host
@@ -116,17 +117,26 @@ def plan_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig) -> 
 
 
 def plan_tcd_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig, gamma: float) -> List[PlannedTCDStep]:
-    """The TCD step's scalars for these sigmas, from the config's noise table (one read of ``sigmas``).
+    """The TCD step's scalars for these sigmas, from the config's noise table (before the loop).
 
     TCD steps through any timestep (its dense grid), so nothing is snapped to a grid: the
-    next sigma gives t_prev, gamma gives s (lcm_core.k_space_steps).
+    next sigma gives t_prev, gamma gives s (lcm_core.k_space_steps). Warns once if the host
+    model would run at other timesteps than the sigmas stand for.
     """
     host.require_discrete(model_sampling)
     sigma_values = sigmas.detach().to("cpu", torch.float64).tolist()
     if len(sigma_values) < 2:
         return []
     table = sigmas_from_alphas_cumprod(alphas_cumprod(config))
-    host_c_skip, host_c_out = _host_boundaries(model_sampling, sigmas)
+    host_timesteps = _host_timesteps(model_sampling, sigmas)
+    own_timesteps = timesteps_from_sigmas(torch.tensor(sigma_values[:-1], dtype=torch.float64), table)
+    if not torch.equal(host_timesteps, own_timesteps):
+        # A model_sampling with its own coarser table (ModelSamplingDiscrete(lcm): the 50-step LCM grid)
+        # runs the UNet at its nearest timestep, not at the one the sigma stands for.
+        logger.warning("TCDSampler: the model evaluates the timesteps %s at its own timesteps %s (its "
+                       "model sampling snaps them to its grid), so its x0 is for other timesteps; use timesteps "
+                       "on its grid or a model without that patch", own_timesteps.tolist(), host_timesteps.tolist())
+    host_c_skip, host_c_out = _host_boundaries(model_sampling, sigmas, host_timesteps)
     return [PlannedTCDStep(step, c_skip, c_out)
             for step, c_skip, c_out in zip(k_space_steps(sigma_values, table, gamma), host_c_skip, host_c_out)]
 
@@ -221,7 +231,8 @@ def sample_tcd(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torc
 def _undo_host_boundary(output: torch.Tensor, x_k: torch.Tensor, step: Planned) -> torch.Tensor:
     """x0 from a ModelSamplingDiscrete(lcm) output f = c_out * x0 + c_skip * x_k.
 
-    At c_out = 0 (t = 0) x0 is lost, but then c_out = 0 in our step too and x0 does not matter.
+    At c_out = 0 (t = 0) x0 is lost. That model never reports t = 0 (its timesteps are its LCM
+    grid's, k - 1 and up), and LCM's own step would multiply x0 by c_out = 0 there anyway.
     """
     if step.host_c_out == 0:
         return torch.zeros_like(output)

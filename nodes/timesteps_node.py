@@ -58,9 +58,9 @@ def schedule_timesteps(config: LCMConfig, steps: int, strength: float, original_
     except ValueError as error:
         message = str(error)
         if not message.startswith("LCMTimesteps"):
+            which = "" if scheduler == "lcm" else f", scheduler={scheduler}"
             message = f"LCMTimesteps (steps={steps}, strength={strength}, original_inference_steps=" \
-                      f"{original_inference_steps or config.original_inference_steps}, scheduler={scheduler}): " \
-                      f"{message}"
+                      f"{original_inference_steps or config.original_inference_steps}{which}): {message}"
         raise ValueError(message) from error
 
 

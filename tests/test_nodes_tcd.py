@@ -31,6 +31,7 @@ from test_nodes_parity import (
 
 RELATIVE = 1e-4
 GAMMAS = (0.0, 0.3, 1.0)
+SAMPLER_LOGGER = "lcm_multistep.nodes.sampler"
 
 
 def tcd_parts(nodes, config, gamma, steps=4):
@@ -171,14 +172,31 @@ def test_v_prediction_model_matches_diffusers(comfy, nodes):
 
 
 @pytest.mark.parametrize("steps", [2, 4])
-def test_lcm_patched_model_gives_the_unpatched_result(comfy, nodes, models, steps):
+def test_lcm_patched_model_gives_the_unpatched_result(comfy, nodes, models, steps, caplog):
     """ModelSamplingDiscrete(lcm) returns c_out * x0 + c_skip * x_k; the sampler recovers x0 from it."""
     _, model = models
     patched = comfy.nodes_model_advanced.ModelSamplingDiscrete().patch(model, "lcm", False)[0]
     config = lcm_config(nodes, model)
     plain, _ = tcd_sample(comfy, nodes, model, config, 0.3, seed=7, steps=steps)
-    lcm, _ = tcd_sample(comfy, nodes, patched, config, 0.3, seed=7, steps=steps)
+    with caplog.at_level(logging.WARNING, logger=SAMPLER_LOGGER):
+        lcm, _ = tcd_sample(comfy, nodes, patched, config, 0.3, seed=7, steps=steps)
     _close(lcm, plain["samples"], 1.0)
+    assert not caplog.records
+
+
+def test_timesteps_the_model_snaps_elsewhere_are_warned_about(comfy, nodes, models, caplog):
+    """TCD's dense grid (999, 749, ...) on a ModelSamplingDiscrete(lcm) model, whose own table is the
+    50-step LCM grid: the UNet would run at 739 for 749 and at 259 for 249 (the nearest in log sigma, by
+    1-2% margins: no float tie). One warning; none on an unpatched model."""
+    _, model = models
+    patched = comfy.nodes_model_advanced.ModelSamplingDiscrete().patch(model, "lcm", False)[0]
+    config = lcm_config(nodes, model)
+    for subject, warned in ((model, False), (patched, True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=SAMPLER_LOGGER):
+            tcd_sample(comfy, nodes, subject, config, 0.3, seed=7, steps=4, original_inference_steps=50)
+        assert len(caplog.records) == warned
+    assert "[999, 749, 499, 249] at its own timesteps [999, 739, 499, 259]" in caplog.text
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
