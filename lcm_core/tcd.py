@@ -168,9 +168,12 @@ def k_space_steps(sigmas: Sequence[float], sigma_table: torch.Tensor, gamma: flo
         raise ValueError(f"sigmas must be positive before the last one, got {sigma_values}; a sampler cannot step "
                          "from sigma 0")
     nexts = sigma_values[1:]
-    positive = torch.tensor([sigma for sigma in nexts if sigma > 0] or [1.0], dtype=torch.float64)
-    nearest = iter(timesteps_from_sigmas(positive, sigma_table).tolist())
-    prev_timesteps = [next(nearest) if sigma > 0 else 0 for sigma in nexts]
+    prev_timesteps = [0] * len(nexts)  # a next sigma of 0 is t = 0
+    noisy = [i for i, sigma in enumerate(nexts) if sigma > 0]
+    if noisy:
+        nearest = timesteps_from_sigmas(torch.tensor([nexts[i] for i in noisy], dtype=torch.float64), sigma_table)
+        for i, t_prev in zip(noisy, nearest.tolist()):
+            prev_timesteps[i] = t_prev
     s_timesteps = intermediate_timesteps(prev_timesteps, gamma)
     sigma_s_values = sigma_table[list(s_timesteps)].to(torch.float64).tolist()
     steps = []

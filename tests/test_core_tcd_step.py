@@ -212,3 +212,34 @@ def test_clip_and_thresholding_are_ignored_as_in_the_reference_with_a_warning(ca
         TCDScheduler(**config)
     assert "clip_sample and thresholding have no effect" in caplog.text
     _assert_every_step_identical(config, (1, 4, 8, 8), 0.3)
+
+
+# -- the step in ComfyUI's k-space ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_k_space_step_is_the_step_in_diffusers_variables(gamma):
+    """x_k = x0 + sigma eps, x_t = x_k / sqrt(1 + sigma^2): the k-space step (a lerp to x_s_k, re-noise by
+    sqrt(sigma_next^2 - sigma_s^2), the final x_s_k / sqrt(1 + sigma_0^2)) is TCD's step in diffusers'
+    variables, step by step with the same x0, eps and noise (float64 maths, so the bound is tight)."""
+    scheduler = TCDScheduler()
+    scheduler.set_timesteps(4)
+    alpha_bar = scheduler.alphas_cumprod.double()
+    table = lcm_core.sigmas_from_alphas_cumprod(scheduler.alphas_cumprod).double()
+    sigmas = table[scheduler.timesteps].tolist() + [0.0]
+    generator = torch.Generator().manual_seed(0)
+    for step, c in zip(lcm_core.k_space_steps(sigmas, table, gamma),
+                       lcm_core.tcd_step_coefficients(alpha_bar, scheduler.timesteps.tolist(), gamma)):
+        assert (step.timestep_prev, step.timestep_s, step.draws_noise) == (c.timestep_prev, c.timestep_s,
+                                                                          c.draws_noise)
+        x0, eps, z = (torch.randn(2, 4, 8, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+        x_k = x0 + step.sigma * eps
+        x_s = c.sqrt_alpha_s * x0 + c.sqrt_beta_s * eps  # diffusers' pred_noised_sample
+        x_s_k = lcm_core.k_space_trajectory_sample(x0, x_k, step)
+        torch.testing.assert_close(lcm_core.sample_from_k_space(x_s_k, step.sigma_s), x_s, atol=1e-6, rtol=1e-6)
+        if step.draws_noise:
+            x_next = c.renoise_signal * x_s + c.renoise_noise * z
+            x_next_k = lcm_core.renoise_k_space_(z.clone(), x_s_k, step.renoise_scale)
+            torch.testing.assert_close(lcm_core.sample_from_k_space(x_next_k, step.sigma_next), x_next,
+                                       atol=1e-6, rtol=1e-6)
+        assert step.final == (step.sigma_next == 0)
