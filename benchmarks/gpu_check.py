@@ -1,8 +1,9 @@
 """The GPU checks of the nodes issue, as one prepared script for a session with a CUDA device.
 
-1. The sampling loop under ``torch.cuda.set_sync_debug_mode``: every host-device
-   synchronisation is recorded with the Python line that caused it; none may come from
-   this pack's code (ComfyUI's own code, e.g. its CFG and memory checks, is listed apart).
+1. The sampling loops of LCMSampler and TCDSampler under ``torch.cuda.set_sync_debug_mode``:
+   every host-device synchronisation is recorded with the Python line that caused it; none
+   may come from this pack's code (ComfyUI's own code, e.g. its CFG and memory checks, is
+   listed apart).
 2. LCMSampler against ComfyUI's built-in ``lcm`` at 512x512 (a 64x64 latent) with an
    SD1.5-size UNet with seeded random weights (fp16), through comfy.sample.sample_custom,
    alternating rounds, median of the per-round ratios (budget 1.02).
@@ -106,9 +107,10 @@ def main() -> int:
             torch.cuda.synchronize()
         return out
 
-    for sampler in samplers.values():
+    tcd_sampler = pack.nodes.TCDSampler().get_sampler(config, 0.3)[0]  # checked for syncs, not timed
+    for sampler in (*samplers.values(), tcd_sampler):
         run(sampler)  # warm-up: model load, kernels
-    sites = sync_sites(lambda: run(samplers["LCMSampler"]), cuda)
+    sites = sync_sites(lambda: run(samplers["LCMSampler"]), cuda) + sync_sites(lambda: run(tcd_sampler), cuda)
     ours = sorted({f"{os.path.relpath(f, PACK_DIR)}:{n}" for f, n in sites if in_pack(f)})
     host = sorted({f"{f}:{n}" for f, n in sites if not in_pack(f)})
 

@@ -1,8 +1,10 @@
-"""The immutable LCM scheduler configuration.
+"""The immutable scheduler configuration of LCM and TCD.
 
 Every field of diffusers' ``LCMScheduler.__init__`` with the same default (the
 signature of the reference's manual page; where its prose disagrees, the signature
-wins). A config is validated when it is built, so every later stage can trust it.
+wins). diffusers' ``TCDScheduler.__init__`` takes exactly the same fields with the same
+defaults, so one config serves both schedulers. A config is validated when it is built,
+so every later stage can trust it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ CONFIG_NAME = "scheduler_config.json"
 
 @dataclasses.dataclass(frozen=True)
 class LCMConfig(Mapping):
-    """Diffusers' ``LCMScheduler`` configuration, frozen and validated.
+    """Diffusers' ``LCMScheduler`` (and ``TCDScheduler``) configuration, frozen and validated.
 
     Reads like diffusers' ``FrozenDict`` config: ``config.beta_end``,
     ``config["beta_end"]``, ``dict(config)`` and ``config.get(...)`` all work.
@@ -76,9 +78,9 @@ class LCMConfig(Mapping):
         """A validated copy with some fields changed (the original is untouched)."""
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict:
-        """A plain dict in the layout of diffusers' ``scheduler_config.json``."""
-        return {"_class_name": "LCMScheduler", **{name: self[name] for name in _FIELD_NAMES}}
+    def to_dict(self, class_name: str = "LCMScheduler") -> dict:
+        """A plain dict in the layout of diffusers' ``scheduler_config.json`` of ``class_name``."""
+        return {"_class_name": class_name, **{name: self[name] for name in _FIELD_NAMES}}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> "LCMConfig":
@@ -90,7 +92,8 @@ class LCMConfig(Mapping):
         merged = {**dict(values), **overrides}
         unknown = sorted(str(k) for k in merged if k not in _FIELD_NAMES and not str(k).startswith(_METADATA_PREFIX))
         if unknown:
-            logger.warning("LCMConfig: ignoring keys that LCMScheduler does not use: %s", _short_list(unknown))
+            logger.warning("LCMConfig: ignoring keys that LCMScheduler and TCDScheduler do not use: %s",
+                           _short_list(unknown))
         return cls(**{k: v for k, v in merged.items() if k in _FIELD_NAMES})
 
     @classmethod
@@ -116,15 +119,15 @@ class LCMConfig(Mapping):
         with open(path, encoding="utf-8") as handle:
             return cls.from_json(handle.read())
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_json(self, class_name: str = "LCMScheduler") -> str:
+        return json.dumps(self.to_dict(class_name), indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, path: "str | os.PathLike[str]") -> str:
+    def to_json_file(self, path: "str | os.PathLike[str]", class_name: str = "LCMScheduler") -> str:
         """Write ``scheduler_config.json`` (into ``path`` when it is a folder); returns the file path."""
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json())
+            handle.write(self.to_json(class_name))
         return os.fspath(path)
 
 

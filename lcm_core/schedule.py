@@ -103,6 +103,20 @@ def distillation_grid(config: LCMConfig, original_inference_steps: int, strength
     return np.arange(1, int(original_inference_steps * strength) + 1, dtype=np.int64) * k - 1
 
 
+def origin_timesteps(config: LCMConfig, original_inference_steps: int, strength: float = 1.0,
+                     dense: bool = False) -> np.ndarray:
+    """The ascending timesteps a schedule picks its steps from.
+
+    The distillation grid, or with ``dense`` every training timestep below int(T * strength):
+    diffusers' ``TCDScheduler`` uses that dense grid when ``original_inference_steps`` is
+    passed to ``set_timesteps`` explicitly (the trajectory consistency function is trained
+    on the whole trajectory, so any timestep is valid); the count then only caps the steps.
+    """
+    if dense:
+        return np.arange(int(config.num_train_timesteps * strength), dtype=np.int64)
+    return distillation_grid(config, original_inference_steps, strength)
+
+
 def _check_strength(strength: float) -> float:
     # Deliberate difference: diffusers accepts strength > 1 and fails later with an
     # IndexError inside step(); strength <= 0 gives an empty schedule.
@@ -113,11 +127,16 @@ def _check_strength(strength: float) -> float:
     return float(strength)
 
 
-def _original_steps(config: LCMConfig, original_inference_steps: Optional[int]) -> int:
+def _is_count(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _original_steps(config: LCMConfig, original_inference_steps: Optional[int], dense: bool = False) -> int:
     steps = config.original_inference_steps if original_inference_steps is None else original_inference_steps
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
+    if not _is_count(steps) or steps < 1:
         raise ValueError(f"original_inference_steps must be a positive integer, got {steps!r}")
-    if steps > config.num_train_timesteps:
+    # On the dense grid the count only caps the steps, and the reference accepts any.
+    if steps > config.num_train_timesteps and not dense:
         raise ValueError(
             f"original_inference_steps ({steps}) cannot be larger than num_train_timesteps "
             f"({config.num_train_timesteps}); the model only knows that many timesteps")
@@ -137,27 +156,55 @@ def lcm_timesteps(
     endpoint) from the descending distillation grid. With ``StrengthMode.DROP_LEADING``
     the full schedule is made first and its leading steps are dropped instead.
     """
+    return _picked_timesteps(config, num_inference_steps, original_inference_steps, strength, strength_mode,
+                             dense=False)
+
+
+def tcd_timesteps(
+    config: LCMConfig,
+    num_inference_steps: int,
+    original_inference_steps: Optional[int] = None,
+    strength: float = 1.0,
+    strength_mode: StrengthMode = StrengthMode.LCM_GRID,
+) -> Tuple[int, ...]:
+    """The descending inference timesteps of diffusers' ``TCDScheduler.set_timesteps``.
+
+    Without ``original_inference_steps`` these are LCM's (the config's distillation grid).
+    Passing it, even with the config's own value, switches to the dense grid of every
+    training timestep below int(T * strength) and only caps the steps: 4 steps give
+    999, 759, 499, 259 by default and 999, 749, 499, 249 with original_inference_steps=50.
+    """
+    return _picked_timesteps(config, num_inference_steps, original_inference_steps, strength, strength_mode,
+                             dense=original_inference_steps is not None)
+
+
+def _picked_timesteps(config: LCMConfig, num_inference_steps: int, original_inference_steps: Optional[int],
+                      strength: float, strength_mode: StrengthMode, dense: bool) -> Tuple[int, ...]:
+    """``num_inference_steps`` evenly spaced indices into the descending origin grid (LCM and TCD alike)."""
     strength = _check_strength(strength)
-    original = _original_steps(config, original_inference_steps)
-    if not isinstance(num_inference_steps, (int, np.integer)) or isinstance(num_inference_steps, bool) \
-            or num_inference_steps < 1:
+    original = _original_steps(config, original_inference_steps, dense)
+    if not _is_count(num_inference_steps) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
     if num_inference_steps > config.num_train_timesteps:
         raise ValueError(
             f"num_inference_steps ({num_inference_steps}) cannot be larger than num_train_timesteps "
             f"({config.num_train_timesteps})")
     if num_inference_steps > original:
+        source = ("the explicit original_inference_steps caps the steps of the dense grid" if dense else
+                  "LCM picks its steps from that many distillation timesteps")
         raise ValueError(
             f"num_inference_steps ({num_inference_steps}) cannot be larger than original_inference_steps "
-            f"({original}): LCM picks its steps from that many distillation timesteps; lower the steps to at "
-            f"most {original} or raise original_inference_steps to at least {num_inference_steps}")
+            f"({original}): {source}; lower the steps to at most {original} or raise original_inference_steps to "
+            f"at least {num_inference_steps}")
     grid_strength = strength if strength_mode == StrengthMode.LCM_GRID else 1.0
-    grid = distillation_grid(config, original, grid_strength)[::-1]
+    grid = origin_timesteps(config, original, grid_strength, dense)[::-1]
     if len(grid) < num_inference_steps:
+        total, kind = ((config.num_train_timesteps, "training timesteps (num_train_timesteps x strength)") if dense
+                       else (original, "distillation timesteps (original_inference_steps x strength)"))
         raise ValueError(
-            f"strength {strength} keeps only {len(grid)} of the {original} distillation timesteps "
-            f"(original_inference_steps x strength), fewer than num_inference_steps ({num_inference_steps}); "
-            f"use at most {len(grid)} steps or a strength of at least {num_inference_steps / original:g}")
+            f"strength {strength} keeps only {len(grid)} of the {total} {kind}, fewer than num_inference_steps "
+            f"({num_inference_steps}); use at most {len(grid)} steps or a strength of at least "
+            f"{num_inference_steps / total:g}")
     indices = np.floor(np.linspace(0, len(grid), num=num_inference_steps, endpoint=False)).astype(np.int64)
     timesteps = tuple(int(t) for t in grid[indices])
     if strength_mode == StrengthMode.DROP_LEADING:
@@ -182,14 +229,16 @@ def custom_timesteps(
     timesteps: Sequence[int],
     original_inference_steps: Optional[int] = None,
     strength: float = 1.0,
+    dense: bool = False,
 ) -> Tuple[int, ...]:
     """Validate a user's descending timestep list as diffusers does; apply ``strength`` by dropping leading steps.
 
     Off-grid timesteps, a first step below T-1 at full strength and lists longer than
-    the distillation grid are allowed with a warning, as in the reference.
+    the distillation grid are allowed with a warning, as in the reference. ``dense``: the
+    grid the warning checks against is TCD's dense one (``origin_timesteps``).
     """
     strength = _check_strength(strength)
-    original = _original_steps(config, original_inference_steps)
+    original = _original_steps(config, original_inference_steps, dense)
     values = [int(t) for t in timesteps]
     if not values:
         raise ValueError("custom timesteps must hold at least one timestep, e.g. 999, 759, 499, 259")
@@ -201,16 +250,17 @@ def custom_timesteps(
             f"the first is {values[0]}")
     if values[-1] < 0:
         raise ValueError(f"custom timesteps must not be negative, the last is {values[-1]}")
-    grid = set(distillation_grid(config, original, strength).tolist())
+    grid = set(origin_timesteps(config, original, strength, dense).tolist())
     off_grid = [t for t in values[1:] if t not in grid]
     if strength == 1.0 and values[0] != config.num_train_timesteps - 1:
         logger.warning("custom timesteps start at %d, not at %d: the first step will not start from pure noise",
                        values[0], config.num_train_timesteps - 1)
     if off_grid:
-        logger.warning("custom timesteps %s are not on the LCM distillation grid (original_inference_steps=%d); "
-                       "results may be poor", off_grid, original)
+        grid_name = (f"the training timesteps below {len(grid)}" if dense else
+                     f"the LCM distillation grid (original_inference_steps={original})")
+        logger.warning("custom timesteps %s are not on %s; results may be poor", off_grid, grid_name)
     if len(values) > original:
-        logger.warning("%d custom timesteps exceed the %d of the distillation grid", len(values), original)
+        logger.warning("%d custom timesteps exceed original_inference_steps (%d)", len(values), original)
     return drop_leading_steps(values, strength)
 
 

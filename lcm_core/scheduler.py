@@ -1,8 +1,10 @@
-"""``LCMScheduler``: diffusers' LCM multistep scheduler interface over the pure core.
+"""``LCMScheduler`` and ``TCDScheduler``: diffusers' scheduler interfaces over the pure core.
 
-A drop-in for ``pipe.scheduler`` in diffusers pipelines
-(``pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)``): same
+Drop-ins for ``pipe.scheduler`` in diffusers pipelines
+(``pipe.scheduler = TCDScheduler.from_config(pipe.scheduler.config)``): same
 constructor, same ``set_timesteps`` / ``step`` / ``add_noise`` contract, same outputs.
+Everything but the step itself (config, schedule, step index, forward process) is
+shared; the two differ only in their timestep grid rule and their ``step``.
 """
 
 from __future__ import annotations
@@ -11,46 +13,68 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import torch
 
 from . import schedule
 from .config import CONFIG_NAME, LCMConfig
 from .step import Generators, StepCoefficients, denoise, draw_noise, renoise_, step_coefficients
+from .tcd import (
+    DEFAULT_GAMMA,
+    TCDStepCoefficients,
+    check_gamma,
+    renoise_from_s_,
+    tcd_step_coefficients,
+    trajectory_sample,
+)
 
 logger = logging.getLogger(__name__)
 
+_S = TypeVar("_S", bound="_ConsistencyScheduler")
+
+
+class _SchedulerOutput:
+    """Indexing and ``to_tuple`` as with diffusers' ``BaseOutput``."""
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # output[0]
+        return self.to_tuple()[index]
+
+    def to_tuple(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return tuple(getattr(self, field.name) for field in dataclasses.fields(self))  # type: ignore[arg-type]
+
 
 @dataclasses.dataclass
-class LCMSchedulerOutput:
-    """What ``step`` returns: the sample for the next step and this step's denoised estimate."""
+class LCMSchedulerOutput(_SchedulerOutput):
+    """What ``LCMScheduler.step`` returns: the sample for the next step and this step's denoised estimate."""
 
     prev_sample: torch.Tensor
     denoised: Optional[torch.Tensor] = None
 
-    def __getitem__(self, index: int) -> torch.Tensor:  # output[0], as with diffusers' BaseOutput
-        return self.to_tuple()[index]
 
-    def to_tuple(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return (self.prev_sample, self.denoised)
+@dataclasses.dataclass
+class TCDSchedulerOutput(_SchedulerOutput):
+    """What ``TCDScheduler.step`` returns: the sample for the next step and x_s (TCD eq. 1)."""
+
+    prev_sample: torch.Tensor
+    pred_noised_sample: Optional[torch.Tensor] = None
 
 
-class LCMScheduler:
-    """Latent Consistency Model multistep scheduler (Luo et al. 2023, Algorithm 3).
-
-    Takes exactly the keyword arguments of diffusers' ``LCMScheduler`` with the same
-    defaults; see :class:`lcm_core.LCMConfig`.
-    """
+class _ConsistencyScheduler:
+    """What LCMScheduler and TCDScheduler share: config I/O, the schedule, step indices, forward process."""
 
     order = 1
     init_noise_sigma = 1.0
     config_name = CONFIG_NAME
+    _class_name = ""  # diffusers' class name, written as _class_name into scheduler_config.json
+    # set_timesteps' rule (schedule.lcm_timesteps or schedule.tcd_timesteps) and step's output class.
+    _timesteps_rule: Callable[..., Tuple[int, ...]]
+    _output_class: Type[_SchedulerOutput]
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(LCMConfig.__dataclass_fields__))
         if unknown:
-            raise TypeError(f"LCMScheduler got unexpected keyword arguments: {', '.join(unknown)}")
+            raise TypeError(f"{self._class_name} got unexpected keyword arguments: {', '.join(unknown)}")
         self._config = LCMConfig(**kwargs)
         self.betas = schedule.betas(self._config)
         self.alphas = 1.0 - self.betas
@@ -60,7 +84,6 @@ class LCMScheduler:
         self.custom_timesteps = False
         self.timesteps = torch.arange(self._config.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
         self._timestep_values: Tuple[int, ...] = ()
-        self._coefficients: List[StepCoefficients] = []
         self._step_index: Optional[int] = None
         self._begin_index: Optional[int] = None
         self._alphas_cumprod_on: dict = {}
@@ -71,17 +94,17 @@ class LCMScheduler:
         return self._config
 
     @classmethod
-    def from_config(cls, config: Union[LCMConfig, Mapping, None] = None, **overrides: Any) -> "LCMScheduler":
+    def from_config(cls: Type[_S], config: Union[LCMConfig, Mapping, None] = None, **overrides: Any) -> _S:
         """Build from an ``LCMConfig``, a diffusers scheduler config (any scheduler's) or a dict.
 
-        Keys LCM does not use are ignored (one warning names them); ``overrides`` win.
+        Keys LCM and TCD do not use are ignored (one warning names them); ``overrides`` win.
         """
         base = LCMConfig.from_dict(config or {}, **overrides)
         return cls(**{name: base[name] for name in base})
 
     @classmethod
-    def from_pretrained(cls, path: "str | os.PathLike[str]", subfolder: Optional[str] = None,
-                        **overrides: Any) -> "LCMScheduler":
+    def from_pretrained(cls: Type[_S], path: "str | os.PathLike[str]", subfolder: Optional[str] = None,
+                        **overrides: Any) -> _S:
         """Read a local diffusers ``scheduler_config.json`` (a file, or a folder holding one)."""
         if subfolder:
             path = os.path.join(path, subfolder)
@@ -90,9 +113,10 @@ class LCMScheduler:
     def save_pretrained(self, directory: "str | os.PathLike[str]") -> str:
         """Write ``scheduler_config.json`` into ``directory`` (created if missing); returns the file path."""
         os.makedirs(directory, exist_ok=True)
-        return self._config.to_json_file(directory)
+        return self._config.to_json_file(directory, self._class_name)
 
-    save_config = save_pretrained
+    def save_config(self, directory: "str | os.PathLike[str]") -> str:
+        return self.save_pretrained(directory)
 
     # -- schedule -------------------------------------------------------------------------
     @property
@@ -130,20 +154,29 @@ class LCMScheduler:
         if num_inference_steps is not None and timesteps is not None:
             raise ValueError("set_timesteps takes num_inference_steps or timesteps, not both")
         if timesteps is not None:
-            values = schedule.custom_timesteps(self._config, timesteps, original_inference_steps, strength)
+            values = schedule.custom_timesteps(self._config, timesteps, original_inference_steps, strength,
+                                               dense=self._dense_grid(original_inference_steps))
             self.custom_timesteps = True
         else:
-            values = schedule.lcm_timesteps(self._config, num_inference_steps, original_inference_steps, strength,
-                                            schedule.StrengthMode(strength_mode))
+            values = self._timesteps_rule(self._config, num_inference_steps, original_inference_steps, strength,
+                                          schedule.StrengthMode(strength_mode))
             self.custom_timesteps = False
         # Deliberate difference: with custom timesteps and strength < 1 the reference keeps the
-        # untruncated count, so its last step never counts as last and re-noises the result.
+        # untruncated count, so its last step never counts as last (LCM re-noises the result,
+        # TCD draws noise it then multiplies by 0).
         self.num_inference_steps = len(values)
         self._timestep_values = values
-        self._coefficients = step_coefficients(self.alphas_cumprod, values, self._config.timestep_scaling)
         self.timesteps = torch.tensor(values, dtype=torch.int64, device=device)
         self._step_index = None
         self._begin_index = None
+        self._schedule_changed()
+
+    def _dense_grid(self, original_inference_steps: Optional[int]) -> bool:
+        """Whether custom timesteps are checked against the dense grid (TCD with an explicit count)."""
+        return False
+
+    def _schedule_changed(self) -> None:
+        """Recompute what depends on the schedule (the per-step scalars)."""
 
     def _index_of_first_timestep(self, timestep: Union[int, float, torch.Tensor]) -> int:
         """Where the first ``step`` call starts, by the reference's rule, without reading device memory.
@@ -163,44 +196,29 @@ class LCMScheduler:
             value = timestep
         return schedule.first_step_index(self._timestep_values, value)
 
-    # -- stepping -------------------------------------------------------------------------
-    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
-        """LCM feeds x_t to the model unscaled."""
-        return sample
-
-    def step(
-        self,
-        model_output: torch.Tensor,
-        timestep: Union[int, torch.Tensor],
-        sample: torch.Tensor,
-        generator: Generators = None,
-        return_dict: bool = True,
-    ) -> Union[LCMSchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
-        """One multistep update (LCM Algorithm 3): x_t -> (x_prev, denoised).
-
-        Draws noise from ``generator`` (where diffusers draws it) on every step but the
-        last, which returns the denoised sample itself.
-        """
+    def _next_step_index(self, timestep: Union[int, torch.Tensor]) -> int:
+        """The index of the step ``step`` is asked for; clear errors before set_timesteps and after the end."""
         if self.num_inference_steps is None:
             raise ValueError("step() was called before set_timesteps(); call set_timesteps first")
         if self._step_index is None:
             self._step_index = self._index_of_first_timestep(timestep)
         index = self._step_index
-        if index >= len(self._coefficients):
+        if index >= len(self._timestep_values):
             raise ValueError(
-                f"step() was called {index + 1} times for a schedule of {len(self._coefficients)} steps; "
+                f"step() was called {index + 1} times for a schedule of {len(self._timestep_values)} steps; "
                 "call set_timesteps again before the next run")
-        coefficients = self._coefficients[index]
-        denoised = denoise(model_output, sample, coefficients, self._config)
-        if index < len(self._coefficients) - 1:
-            noise = draw_noise(model_output.shape, generator, model_output.device, denoised.dtype)
-            prev_sample = renoise_(noise, denoised, coefficients)
-        else:
-            prev_sample = denoised
+        return index
+
+    def _finish_step(self, index: int, prev_sample: torch.Tensor, second: torch.Tensor,
+                     return_dict: bool) -> Union[_SchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
+        """Count the step done; the reference's output, as its dataclass or as a tuple."""
         self._step_index = index + 1
-        if not return_dict:
-            return (prev_sample, denoised)
-        return LCMSchedulerOutput(prev_sample=prev_sample, denoised=denoised)
+        return self._output_class(prev_sample, second) if return_dict else (prev_sample, second)
+
+    # -- stepping -------------------------------------------------------------------------
+    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+        """LCM and TCD feed x_t to the model unscaled."""
+        return sample
 
     # -- forward process ------------------------------------------------------------------
     def _alpha_terms(self, like: torch.Tensor, timesteps: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -232,4 +250,106 @@ class LCMScheduler:
         return self._config.num_train_timesteps
 
     def __repr__(self) -> str:
-        return f"lcm_core.LCMScheduler({self._config.to_json().strip()})"
+        return f"lcm_core.{self._class_name}({self._config.to_json(self._class_name).strip()})"
+
+
+class LCMScheduler(_ConsistencyScheduler):
+    """Latent Consistency Model multistep scheduler (Luo et al. 2023, Algorithm 3).
+
+    Takes exactly the keyword arguments of diffusers' ``LCMScheduler`` with the same
+    defaults; see :class:`lcm_core.LCMConfig`.
+    """
+
+    _class_name = "LCMScheduler"
+    _timesteps_rule = staticmethod(schedule.lcm_timesteps)
+    _output_class = LCMSchedulerOutput
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._coefficients: List[StepCoefficients] = []
+
+    def _schedule_changed(self) -> None:
+        self._coefficients = step_coefficients(self.alphas_cumprod, self._timestep_values,
+                                               self._config.timestep_scaling)
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[int, torch.Tensor],
+        sample: torch.Tensor,
+        generator: Generators = None,
+        return_dict: bool = True,
+    ) -> Union[LCMSchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
+        """One multistep update (LCM Algorithm 3): x_t -> (x_prev, denoised).
+
+        Draws noise from ``generator`` (where diffusers draws it) on every step but the
+        last, which returns the denoised sample itself.
+        """
+        index = self._next_step_index(timestep)
+        coefficients = self._coefficients[index]
+        denoised = denoise(model_output, sample, coefficients, self._config)
+        if index < len(self._coefficients) - 1:
+            noise = draw_noise(model_output.shape, generator, model_output.device, denoised.dtype)
+            prev_sample = renoise_(noise, denoised, coefficients)
+        else:
+            prev_sample = denoised
+        return self._finish_step(index, prev_sample, denoised, return_dict)
+
+
+class TCDScheduler(_ConsistencyScheduler):
+    """Trajectory Consistency Distillation's Strategic Stochastic Sampling (Zheng et al. 2024).
+
+    Takes exactly the keyword arguments of diffusers' ``TCDScheduler`` (the same fields and
+    defaults as ``LCMScheduler``; see :class:`lcm_core.LCMConfig`). ``step`` takes gamma as
+    ``eta``, as diffusers does, so the SD / SDXL pipelines pass theirs (default 0.0).
+    ``clip_sample``, ``thresholding`` and ``timestep_scaling`` are not used by TCD's step,
+    in the reference either.
+    """
+
+    _class_name = "TCDScheduler"
+    _timesteps_rule = staticmethod(schedule.tcd_timesteps)
+    _output_class = TCDSchedulerOutput
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self._config.clip_sample or self._config.thresholding:
+            logger.warning("TCDScheduler: clip_sample and thresholding have no effect on TCD's step "
+                           "(diffusers' TCDScheduler ignores them too)")
+        self._coefficients: Dict[float, List[TCDStepCoefficients]] = {}
+
+    def _dense_grid(self, original_inference_steps: Optional[int]) -> bool:
+        return original_inference_steps is not None
+
+    def _schedule_changed(self) -> None:
+        self._coefficients = {}
+
+    def _coefficients_for(self, gamma: float) -> List[TCDStepCoefficients]:
+        """The schedule's per-step scalars for this gamma, computed on its first use (on the CPU)."""
+        if gamma not in self._coefficients:
+            self._coefficients[gamma] = tcd_step_coefficients(self.alphas_cumprod, self._timestep_values, gamma)
+        return self._coefficients[gamma]
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[int, torch.Tensor],
+        sample: torch.Tensor,
+        eta: float = DEFAULT_GAMMA,
+        generator: Generators = None,
+        return_dict: bool = True,
+    ) -> Union[TCDSchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
+        """One Strategic Stochastic Sampling step: x_t -> (x_prev, x_s), with gamma = ``eta``.
+
+        Draws noise from ``generator`` (where diffusers draws it) when eta > 0 on every step
+        but the last; the last returns x_s at s = 0 for both outputs.
+        """
+        gamma = check_gamma(eta)
+        index = self._next_step_index(timestep)
+        coefficients = self._coefficients_for(gamma)[index]
+        x_s = trajectory_sample(model_output, sample, coefficients, self._config.prediction_type)
+        if coefficients.draws_noise:
+            noise = draw_noise(model_output.shape, generator, model_output.device, x_s.dtype)
+            prev_sample = renoise_from_s_(noise, x_s, coefficients)
+        else:
+            prev_sample = x_s
+        return self._finish_step(index, prev_sample, x_s, return_dict)

@@ -8,12 +8,16 @@ The per-step scalars are computed once per schedule (``step_coefficients``) in f
 exactly as diffusers' ``LCMScheduler.step`` computes them, and handed to the tensor
 maths as Python floats: a Python scalar never touches device memory, so stepping does no
 host-device synchronisation on any device.
+
+The parameterisation formulas (x0 and eps from each prediction type), the forward-process
+mix ``scaled_sum_``, the k-space conversions and ``draw_noise`` serve TCD's step
+(``tcd``) as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 
@@ -24,6 +28,17 @@ from .config import LCMConfig
 SIGMA_DATA = 0.5
 
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+class NoiseLevel(Protocol):
+    """The forward-process scalars at a timestep t: sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t).
+
+    LCM's and TCD's per-step coefficients both carry them, so the parameterisation
+    formulas below serve both schedulers.
+    """
+
+    sqrt_alpha: float
+    sqrt_beta: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +107,7 @@ def step_coefficients(
 
 
 def predicted_original_sample(
-    model_output: torch.Tensor, sample: torch.Tensor, c: StepCoefficients, prediction_type: str
+    model_output: torch.Tensor, sample: torch.Tensor, c: NoiseLevel, prediction_type: str
 ) -> torch.Tensor:
     """x0 from the model output (DDPM parameterisations, as the reference computes them)."""
     if prediction_type == "epsilon":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)   (Ho et al. 2020, eq. 15)
@@ -101,6 +116,23 @@ def predicted_original_sample(
         return c.sqrt_alpha * sample - c.sqrt_beta * model_output
     if prediction_type == "sample":
         return model_output
+    raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
+
+
+def predicted_noise(
+    model_output: torch.Tensor, sample: torch.Tensor, x0: torch.Tensor, c: NoiseLevel, prediction_type: str
+) -> torch.Tensor:
+    """eps from the model output and its x0 (the counterpart of ``predicted_original_sample``).
+
+    x_t = sqrt(a) x0 + sqrt(1 - a) eps solved for eps, in the reference's operations for
+    each parameterisation.
+    """
+    if prediction_type == "epsilon":
+        return model_output
+    if prediction_type == "v_prediction":  # eps = sqrt(a) v + sqrt(1 - a) x_t  (Salimans & Ho 2022)
+        return c.sqrt_alpha * model_output + c.sqrt_beta * sample
+    if prediction_type == "sample":  # eps = (x_t - sqrt(a) x0) / sqrt(1 - a)
+        return (sample - c.sqrt_alpha * x0) / c.sqrt_beta
     raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
 
 
@@ -175,14 +207,19 @@ def renoise_k_space_(noise: torch.Tensor, denoised: torch.Tensor, sigma_next: fl
     return noise.mul_(sigma_next).add_(denoised)
 
 
-def renoise_(noise: torch.Tensor, denoised: torch.Tensor, c: StepCoefficients) -> torch.Tensor:
-    """x_prev = sqrt(a_prev) * denoised + sqrt(1 - a_prev) * z (LCM, Algorithm 3), in ``noise``'s memory.
+def scaled_sum_(owned: torch.Tensor, owned_scale: float, other: torch.Tensor, other_scale: float) -> torch.Tensor:
+    """owned_scale * owned + other_scale * other, in ``owned``'s memory (the forward-process mix).
 
-    Both products are rounded before the sum, as in the reference: a fused multiply-add
-    would differ in the last bit, and the next step's epsilon formula divides any such
-    difference by sqrt(alpha_bar), up to 15x at t = 999.
+    Both products are rounded before the sum, as in the reference (a * x + b * y): a fused
+    multiply-add would differ in the last bit, and the next step's epsilon formula divides
+    any such difference by sqrt(alpha_bar), up to 15x at t = 999.
     """
-    return noise.mul_(c.sqrt_beta_prev).add_(denoised * c.sqrt_alpha_prev)
+    return owned.mul_(owned_scale).add_(other * other_scale)
+
+
+def renoise_(noise: torch.Tensor, denoised: torch.Tensor, c: StepCoefficients) -> torch.Tensor:
+    """x_prev = sqrt(a_prev) * denoised + sqrt(1 - a_prev) * z (LCM, Algorithm 3), in ``noise``'s memory."""
+    return scaled_sum_(noise, c.sqrt_beta_prev, denoised, c.sqrt_alpha_prev)
 
 
 def draw_noise(

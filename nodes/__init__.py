@@ -3,7 +3,8 @@
 from . import ksampler_names
 from .config_node import LCMSchedulerConfig
 from .lcm_unet import LCMGuidanceEmbedding, LCMUNetLoader
-from .sampler import LCMSampler
+from .preset_node import LCMPreset
+from .sampler import LCMSampler, TCDSampler
 from .timesteps_node import LCMTimesteps
 
 # Node ids are stable: saved workflows refer to them.
@@ -13,6 +14,8 @@ NODE_CLASS_MAPPINGS = {
     "LCMSampler": LCMSampler,
     "LCMUNetLoader": LCMUNetLoader,
     "LCMGuidanceEmbedding": LCMGuidanceEmbedding,
+    "TCDSampler": TCDSampler,
+    "LCMPreset": LCMPreset,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -21,6 +24,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LCMSampler": "LCM Sampler (multistep)",
     "LCMUNetLoader": "Load LCM UNet (guidance embedding)",
     "LCMGuidanceEmbedding": "LCM Guidance Embedding (set w)",
+    "TCDSampler": "TCD Sampler (gamma)",
+    "LCMPreset": "LCM / TCD Preset (model family)",
 }
 
 # The exact samplers and the LCM timesteps in the plain KSampler's lists (a no-op outside ComfyUI).

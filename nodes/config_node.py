@@ -107,18 +107,24 @@ class LCMSchedulerConfig:
                 raise ValueError(f"LCMSchedulerConfig scheduler_config_json: {error}") from error
         else:
             config = _checked(LCMConfig, **fields)
-        if model is not None:
-            from_model = host.config_fields_of(model)
-            disagreeing = {k: (config[k], v) for k, v in from_model.items() if config[k] != v}
-            if disagreeing:
-                logger.info("LCMSchedulerConfig: taking from the model %s",
-                            ", ".join(f"{k}={v!r} (was {old!r})" for k, (old, v) in disagreeing.items()))
-                config = _checked(config.replace, **from_model)
-        return (config,)
+        return (with_model_fields(config, model),)
 
 
-def _checked(build: Any, **fields: Any) -> LCMConfig:
+def with_model_fields(config: LCMConfig, model: Any, node: str = "LCMSchedulerConfig") -> LCMConfig:
+    """``config`` with the fields the MODEL decides (schedule, prediction type, zero-SNR) taken from it."""
+    if model is None:
+        return config
+    from_model = host.config_fields_of(model)
+    disagreeing = {k: (config[k], v) for k, v in from_model.items() if config[k] != v}
+    if not disagreeing:
+        return config
+    logger.info("%s: taking from the model %s", node,
+                ", ".join(f"{k}={v!r} (was {old!r})" for k, (old, v) in disagreeing.items()))
+    return _checked(config.replace, node, **from_model)
+
+
+def _checked(build: Any, node: str = "LCMSchedulerConfig", **fields: Any) -> LCMConfig:
     try:
         return build(**fields)
     except (TypeError, ValueError, NotImplementedError) as error:
-        raise ValueError(f"LCMSchedulerConfig: {error}") from error
+        raise ValueError(f"{node}: {error}") from error

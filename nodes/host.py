@@ -87,3 +87,24 @@ def sigmas_at(model_sampling: Any, timesteps: Sequence[int]) -> torch.Tensor:
     require_discrete(model_sampling)
     t = torch.tensor(list(timesteps), dtype=torch.float32)
     return model_sampling.sigma(t).detach().to("cpu", torch.float32)
+
+
+def keep_unmasked_latent(x: torch.Tensor, model_k: Any, extra_args: Dict[str, Any],
+                         sigma: torch.Tensor) -> torch.Tensor:
+    """A final latent with the input latent put back exactly where an inpaint mask keeps it.
+
+    ComfyUI's KSamplerX0Inpaint (the ``model`` a sampler function receives) blends every x0
+    it returns with the input latent outside the denoise mask, so samplers whose last step
+    returns x0 keep that region exactly. A last step that returns anything else (TCD's
+    sample at t = 0) needs the same blend once more, with the mask the last model call used
+    (after the model's ``denoise_mask_function``, e.g. Differential Diffusion). diffusers'
+    inpaint pipelines end the same way.
+    """
+    mask = extra_args.get("denoise_mask")
+    latent = getattr(model_k, "latent_image", None)
+    if mask is None or latent is None:
+        return x
+    mask_function = (extra_args.get("model_options") or {}).get("denoise_mask_function")
+    if mask_function is not None:
+        mask = mask_function(sigma, mask, extra_options={"model": model_k.inner_model, "sigmas": model_k.sigmas})
+    return x * mask + latent * (1.0 - mask)

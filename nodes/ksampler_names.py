@@ -25,9 +25,9 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
-from ..lcm_core import LCMConfig, lcm_timesteps
+from ..lcm_core import DEFAULT_GAMMA, LCMConfig, lcm_timesteps
 from . import host
-from .sampler import sample_lcm_multistep
+from .sampler import sample_lcm_multistep, sample_tcd
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ def sample_lcm_diffusers(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extr
 
 
 @_ours
+def sample_tcd_diffusers(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Any = None,
+                         callback: Any = None, disable: Any = None) -> torch.Tensor:
+    """TCDSampler at gamma 0.3 (TCDScheduler.step's default eta, the TCD-LoRA card's value), for KSampler."""
+    return sample_tcd(model, x, sigmas, extra_args, callback, disable, config=_DEFAULT_CONFIG, gamma=DEFAULT_GAMMA)
+
+
+@_ours
 def lcm_diffusers_scheduler(model_sampling: Any, steps: int) -> torch.Tensor:
     """diffusers' LCMScheduler timesteps (original_inference_steps 50) as the model's own sigmas, then 0.
 
@@ -67,7 +74,8 @@ def lcm_diffusers_scheduler(model_sampling: Any, steps: int) -> torch.Tensor:
 
 
 # name -> the k-diffusion-contract function KSampler runs.
-SAMPLERS: Dict[str, Callable[..., torch.Tensor]] = {"lcm_diffusers": sample_lcm_diffusers}
+SAMPLERS: Dict[str, Callable[..., torch.Tensor]] = {"lcm_diffusers": sample_lcm_diffusers,
+                                                    "tcd_diffusers": sample_tcd_diffusers}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Write the smallest SD1.5-layout checkpoint that ComfyUI loads as SD1.5.
+"""Write the smallest SD1.5-layout checkpoint that ComfyUI loads as SD1.5 (and a LoRA for it).
 
-    python scripts/make_tiny_checkpoint.py PATH [--seed N]
+    python scripts/make_tiny_checkpoint.py PATH [--seed N] [--lora LORA_PATH]
 
-or, from Python, ``make_tiny_checkpoint(path, seed)``.
+or, from Python, ``make_tiny_checkpoint(path, seed)`` and ``make_tiny_lora(path, seed)``.
 
 Random weights: images are noise. The file exists so that real ComfyUI graphs
 (CheckpointLoaderSimple -> CLIPTextEncode -> KSampler / SamplerCustom ->
@@ -272,9 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="output .safetensors file")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--lora", type=Path, help="also write a LoRA for it here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     make_tiny_checkpoint(args.path, args.seed)
+    if args.lora:
+        make_tiny_lora(args.lora, args.seed)
 
 
 if __name__ == "__main__":

@@ -91,13 +91,22 @@ def prompts(clip: Link) -> List[Node]:
     ]
 
 
-def lcm_nodes(model: Link, config_pos: Tuple[int, int]) -> List[Node]:
+def lcm_nodes(model: Link, config_pos: Tuple[int, int], tcd_gamma: Optional[float] = None) -> List[Node]:
+    """The config, timesteps and sampler nodes and the txt2img SamplerCustom; TCD's when tcd_gamma is set."""
+    if tcd_gamma is None:
+        sampler = Node(7, "LCMSampler", (460, 620), (360, 50), links={"config": (5, 0)})
+        timesteps = Node(6, "LCMTimesteps", (460, 720), (360, 200), "LCM Timesteps (txt2img: 4 steps)",
+                         {"steps": 4, "strength": 1.0}, {"config": (5, 0)})
+    else:
+        sampler = Node(7, "TCDSampler", (460, 600), (360, 80), "TCD Sampler (gamma = diffusers' eta)",
+                       {"gamma": tcd_gamma}, {"config": (5, 0)})
+        timesteps = Node(6, "LCMTimesteps", (460, 720), (360, 220), "LCM Timesteps (scheduler tcd: 4 steps)",
+                         {"steps": 4, "strength": 1.0, "scheduler": "tcd"}, {"config": (5, 0)})
     return [
         Node(4, "EmptyLatentImage", (460, 450), (360, 110)),
         Node(5, "LCMSchedulerConfig", config_pos, (370, 560), links={"model": model}),
-        Node(7, "LCMSampler", (460, 620), (360, 50), links={"config": (5, 0)}),
-        Node(6, "LCMTimesteps", (460, 720), (360, 200), "LCM Timesteps (txt2img: 4 steps)",
-             {"steps": 4, "strength": 1.0}, {"config": (5, 0)}),
+        sampler,
+        timesteps,
         Node(8, "SamplerCustom", (900, 60), (440, 440), "SamplerCustom (txt2img)",
              {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
              {"model": model, "positive": (2, 0), "negative": (3, 0), "sampler": (7, 0), "sigmas": (6, 0),
@@ -121,6 +130,26 @@ LCM_LORA_NOTE = (
     "huggingface.co/latent-consistency/lcm-lora-sdv1-5, saved under this name.\n"
     "Without the LoRA, 4 steps at cfg 1 give blurry images: LCM sampling needs an LCM-distilled model.\n"
     "For SDXL use an SDXL checkpoint with lcm-lora-sdxl, and EmptyLatentImage 1024x1024."
+)
+
+TCD_LORA_SD15 = "TCD-SD15-LoRA.safetensors"
+TCD_NOTE = (
+    "TCD-LoRA on SD1.5: 4 steps, gamma 0.3, cfg 1 (the card: TCDScheduler, num_inference_steps=4, eta=0.3, "
+    "guidance_scale=0; gamma is diffusers' eta).\n"
+    "- models/checkpoints/v1-5-pruned-emaonly.safetensors: any SD1.5 checkpoint.\n"
+    f"- models/loras/{TCD_LORA_SD15}: pytorch_lora_weights.safetensors from huggingface.co/h1t/TCD-SD15-LoRA, "
+    "saved under this name.\n"
+    "Hyper-SD's one-step LoRA (Hyper-SD15-1step-lora.safetensors, huggingface.co/ByteDance/Hyper-SD) runs in "
+    "this graph too: steps 1, gamma 1.0."
+)
+
+KSAMPLER_NOTE = (
+    "The plain KSampler with this pack: sampler lcm_diffusers and scheduler lcm_diffusers give diffusers' "
+    "LCMScheduler, seed for seed (tcd_diffusers: TCD at gamma 0.3).\n"
+    "- models/checkpoints/v1-5-pruned-emaonly.safetensors: any SD1.5 checkpoint.\n"
+    f"- models/loras/{LCM_LORA_SD15}: pytorch_lora_weights.safetensors from "
+    "huggingface.co/latent-consistency/lcm-lora-sdv1-5, saved under this name.\n"
+    "denoise below 1 equals diffusers' strength only for some values (README: 4 steps: 0.2, 0.4, 0.5, 0.8)."
 )
 
 FULL_UNET_NOTE = (
@@ -169,6 +198,40 @@ WORKFLOWS = (
         ],
         notes=[Note(16, (40, -300), (780, 150), FULL_UNET_NOTE)],
         groups=[Group("full LCM UNet: guidance inside the UNet, so cfg stays 1", (880, -20, 1180, 580))],
+    ),
+    Workflow(
+        "tcd_txt2img", 3,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (40, 60), (370, 100),
+                 widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
+            Node(15, "LoraLoader", (40, 200), (370, 130), "TCD-LoRA",
+                 {"lora_name": TCD_LORA_SD15, "strength_model": 1.0, "strength_clip": 1.0},
+                 {"model": (1, 0), "clip": (1, 1)}),
+            *prompts(clip=(15, 1)),
+            *lcm_nodes(model=(15, 0), config_pos=(40, 400), tcd_gamma=0.3),
+            *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="tcd_txt2img"),
+        ],
+        notes=[Note(16, (40, -180), (780, 150), TCD_NOTE)],
+        groups=[Group("txt2img: 4 TCD steps at gamma 0.3", (880, -20, 1180, 580))],
+    ),
+    Workflow(
+        "ksampler_lcm_lora", 4,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (40, 60), (370, 100),
+                 widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
+            Node(15, "LoraLoader", (40, 200), (370, 130), "LCM-LoRA",
+                 {"lora_name": LCM_LORA_SD15, "strength_model": 1.0, "strength_clip": 1.0},
+                 {"model": (1, 0), "clip": (1, 1)}),
+            *prompts(clip=(15, 1)),
+            Node(4, "EmptyLatentImage", (460, 450), (360, 110)),
+            Node(8, "KSampler", (900, 60), (440, 480), "KSampler (lcm_diffusers)",
+                 {"seed": 42, "steps": 4, "cfg": 1.0, "sampler_name": "lcm_diffusers", "scheduler": "lcm_diffusers",
+                  "denoise": 1.0},
+                 {"model": (15, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)}),
+            *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="ksampler_lcm"),
+        ],
+        notes=[Note(16, (40, -180), (780, 150), KSAMPLER_NOTE)],
+        groups=[Group("the plain KSampler: 4 LCM steps as diffusers runs them", (880, -20, 1180, 580))],
     ),
 )
 

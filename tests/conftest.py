@@ -54,6 +54,18 @@ def pack(comfy: comfy_host.ComfyModules):  # noqa: ANN201 - a module
 
 
 @pytest.fixture(scope="session")
+def nodes(pack):  # noqa: ANN201 - a module
+    """The pack's nodes package (lcm_multistep.nodes)."""
+    return pack.nodes
+
+
+@pytest.fixture(scope="module")
+def models(comfy: comfy_host.ComfyModules) -> tuple:
+    """(diffusers UNet, ComfyUI ModelPatcher) with the same tiny random weights (seed 0), per test module."""
+    return comfy_host.tiny_unet_pair(seed=0)
+
+
+@pytest.fixture(scope="session")
 def comfy_server() -> Iterator[comfy_host.ComfyServer]:
     """One ComfyUI server per session, on 127.0.0.1, with the repo in custom_nodes/."""
     _require_tree()

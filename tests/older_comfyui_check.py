@@ -32,10 +32,19 @@ def main() -> None:
         scheduler=diffusers.LCMScheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    scale = model.model.latent_format.scale_factor
     differences = {}
-    for steps, cfg in ((1, 1.0), (4, 1.0), (4, 2.0)):
-        sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, steps, 1.0)
-        sampler = nodes.LCMSampler().get_sampler(config)[0]
+    # (steps, cfg, gamma): gamma None is LCMSampler with diffusers' LCMScheduler, a number TCDSampler with
+    # diffusers' TCDScheduler at eta = gamma.
+    for steps, cfg, gamma in ((1, 1.0, None), (4, 1.0, None), (4, 2.0, None), (4, 1.0, 0.3), (2, 2.0, 1.0)):
+        if gamma is None:
+            sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, steps, 1.0)
+            sampler = nodes.LCMSampler().get_sampler(config)[0]
+            pipe.scheduler, call = diffusers.LCMScheduler(), {}
+        else:
+            sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, steps, 1.0, scheduler="tcd")
+            sampler = nodes.TCDSampler().get_sampler(config, gamma)[0]
+            pipe.scheduler, call = diffusers.TCDScheduler(), {"eta": gamma}
         # The classic node API: SamplerCustom().sample(...) -> (LATENT, LATENT).
         latent = comfy.nodes_custom_sampler.SamplerCustom().sample(
             model, True, 42, cfg, [[positive, {}]], [[negative, {}]], sampler, sigmas,
@@ -44,9 +53,9 @@ def main() -> None:
             reference = pipe(prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=cfg,
                              num_inference_steps=steps, height=16 * pipe.vae_scale_factor,
                              width=16 * pipe.vae_scale_factor, generator=torch.Generator("cpu").manual_seed(42),
-                             output_type="latent").images
-        scale = model.model.latent_format.scale_factor
-        differences[f"steps={steps},cfg={cfg}"] = (latent * scale - reference).abs().max().item()
+                             output_type="latent", **call).images
+        name = f"steps={steps},cfg={cfg}" + ("" if gamma is None else f",tcd gamma={gamma}")
+        differences[name] = (latent * scale - reference).abs().max().item()
     # The plain KSampler with the pack's sampler (this tree has no scheduler registry, so no
     # lcm_diffusers scheduler: `simple` stands in, and the sampler warns that it is off the grid).
     ksampler_latent = comfy.nodes.KSampler().sample(

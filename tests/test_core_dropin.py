@@ -52,17 +52,17 @@ def _image():
     return torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
 
 
-def _run_both(pipe, **call):
-    """Images from the pipeline with diffusers' scheduler, then with lcm_core's, same generator seed."""
+def _run_both(pipe, name="LCMScheduler", **call):
+    """(ours, reference): images from the pipeline with diffusers' scheduler ``name``, then with lcm_core's
+    (which stays in the pipeline), with the same generator seed."""
     outputs = []
-    for scheduler in (diffusers.LCMScheduler.from_config(pipe.scheduler.config),
-                      lcm_core.LCMScheduler.from_config(pipe.scheduler.config)):
-        pipe.scheduler = scheduler
+    for module in (diffusers, lcm_core):
+        pipe.scheduler = getattr(module, name).from_config(pipe.scheduler.config)
         with torch.no_grad():
             images = pipe(generator=torch.Generator("cpu").manual_seed(42), output_type="pt", **call).images
         outputs.append(images)
-    assert isinstance(pipe.scheduler, lcm_core.LCMScheduler)
-    return outputs
+    assert isinstance(pipe.scheduler, getattr(lcm_core, name))
+    return outputs[::-1]
 
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 2.0], ids=("no_cfg", "cfg"))

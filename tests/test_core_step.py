@@ -15,7 +15,8 @@ import diffusers
 import pytest
 import torch
 
-from lcm_core import LCMScheduler
+import lcm_core
+from lcm_core import LCMScheduler, TCDScheduler
 
 ATOL = 1e-6
 
@@ -38,8 +39,13 @@ def _step_inputs(scheduler, t, shape, prediction_type, seed, dtype=torch.float32
     return model_output.to(dtype), sample.to(dtype)
 
 
-def _pair(**config):
-    return LCMScheduler(**config), diffusers.LCMScheduler(**config)
+def _pair(name="LCMScheduler", **config):
+    """(lcm_core's, diffusers') scheduler of class ``name``."""
+    return getattr(lcm_core, name)(**config), getattr(diffusers, name)(**config)
+
+
+# What LCMScheduler and TCDScheduler share (step index, noise draws, forward process) is tested for both.
+SCHEDULERS = ("LCMScheduler", "TCDScheduler")
 
 
 def _compare_every_step(config, shape, steps=4, dtype=torch.float32, atol=ATOL, rtol=0.0):
@@ -170,8 +176,9 @@ def test_whole_loop_same_seed_same_latents(prediction_type, steps, strength, bat
     assert torch.equal(ours_next, ref_next)  # the generator was drawn exactly as often
 
 
-def test_generator_list_and_device_rules():
-    ours, reference = _pair()
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_generator_list_and_device_rules(name):
+    ours, reference = _pair(name)
     for scheduler in (ours, reference):
         scheduler.set_timesteps(4)
     shape = (3, 4, 8, 8)
@@ -183,27 +190,31 @@ def test_generator_list_and_device_rules():
         ours.step(model_output, 759, sample, generator=[torch.Generator()] * 2)
 
 
-def test_step_without_sync_runs_on_meta_device():
+@pytest.mark.parametrize("scheduler_class,step_options", [
+    (LCMScheduler, {}), (TCDScheduler, {"eta": 0.3}), (TCDScheduler, {"eta": 0.0}), (TCDScheduler, {"eta": 1.0}),
+], ids=("lcm", "tcd-0.3", "tcd-0", "tcd-1"))
+def test_step_without_sync_runs_on_meta_device(scheduler_class, step_options):
     """After set_timesteps, a whole loop runs on the meta device: no tensor value is ever read.
 
     Any .item(), .tolist(), .cpu(), nonzero or Python branch on a tensor raises on meta.
     """
     for config in (dict(), dict(prediction_type="v_prediction"), dict(prediction_type="sample"),
                    dict(clip_sample=True)):
-        scheduler = LCMScheduler(**config)
+        scheduler = scheduler_class(**config)
         scheduler.set_timesteps(4, device="meta")
         assert scheduler.timesteps.device.type == "meta"
         generator = torch.Generator("cpu").manual_seed(0)
         latents = torch.empty(2, 4, 16, 16, device="meta")
         for t in scheduler.timesteps:
-            out = scheduler.step(torch.empty_like(latents), t, latents, generator=generator)
+            out = scheduler.step(torch.empty_like(latents), t, latents, generator=generator, **step_options)
             latents = out.prev_sample
-            assert latents.device.type == "meta" and out.denoised.device.type == "meta"
+            assert latents.device.type == "meta" and out[1].device.type == "meta"
         assert scheduler.step_index == 4
 
 
-def test_step_index_rules():
-    ours, reference = _pair()
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_step_index_rules(name):
+    ours, reference = _pair(name)
     for scheduler in (ours, reference):
         scheduler.set_timesteps(4)
     sample = torch.randn(1, 4, 8, 8)
@@ -228,12 +239,14 @@ def test_step_index_rules():
         reference.step(sample, torch.tensor(500), sample)
 
 
-def test_step_before_set_timesteps_is_the_same_error():
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_step_before_set_timesteps_is_the_same_error(name):
+    ours, reference = _pair(name)
     sample = torch.zeros(1, 4, 8, 8)
     with pytest.raises(ValueError):
-        diffusers.LCMScheduler().step(sample, 999, sample)
+        reference.step(sample, 999, sample)
     with pytest.raises(ValueError, match="set_timesteps"):
-        LCMScheduler().step(sample, 999, sample)
+        ours.step(sample, 999, sample)
 
 
 def test_output_forms():
@@ -248,9 +261,10 @@ def test_output_forms():
     assert scheduler.init_noise_sigma == 1.0 and scheduler.order == 1 and len(scheduler) == 1000
 
 
+@pytest.mark.parametrize("name", SCHEDULERS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_add_noise_and_velocity_match_diffusers(dtype):
-    ours, reference = _pair()
+def test_add_noise_and_velocity_match_diffusers(dtype, name):
+    ours, reference = _pair(name)
     generator = torch.Generator().manual_seed(3)
     x0 = torch.randn(3, 4, 8, 8, generator=generator).to(dtype)
     noise = torch.randn(3, 4, 8, 8, generator=generator).to(dtype)

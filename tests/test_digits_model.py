@@ -140,6 +140,20 @@ def test_conditioning_rows(demo: Any, nodes: Any) -> None:
         assert torch.equal(context[0, 0], table[row])
     with pytest.raises(ValueError, match="digit"):
         nodes.DigitsConditioning().encode("11")
+    ((batch, _),) = conditioning(nodes, "0-9")
+    assert batch.shape == (10, 1, demo.model.CONTEXT_DIM) and torch.equal(batch[:, 0], table[:10])
+
+
+def test_batch_of_ten_digits_draws_each_digit(comfy: comfy_host.ComfyModules, pack: Any, demo: Any, nodes: Any,
+                                              student: Any) -> None:
+    """'0-9' with a latent batch of ten: latent i is digit i (what the demo's grid uses)."""
+    config = comfy_host.lcm_config(pack.nodes, student)
+    sigmas, _ = pack.nodes.LCMTimesteps().get_sigmas(config, 4, 1.0)
+    latent = comfy.nodes_custom_sampler.SamplerCustom.execute(
+        model=student, add_noise=True, noise_seed=3, cfg=1.0, positive=conditioning(nodes, "0-9"),
+        negative=conditioning(nodes, "none"), sampler=pack.nodes.LCMSampler().get_sampler(config)[0],
+        sigmas=sigmas, latent_image=empty_latent(comfy, 10)).args[0]
+    assert class_probabilities(demo, nodes, latent).argmax(-1).tolist() == list(DIGITS)
 
 
 def test_decode_and_encode_are_inverse(nodes: Any) -> None:

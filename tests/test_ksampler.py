@@ -31,7 +31,7 @@ from test_nodes_parity import (
     diffusers_txt2img,
 )
 
-SAMPLERS = ("lcm_diffusers",)
+SAMPLERS = ("lcm_diffusers", "tcd_diffusers")
 SCHEDULER = "lcm_diffusers"
 REGISTRY_LOGGER = "lcm_multistep.nodes.ksampler_names"
 
@@ -126,6 +126,19 @@ def test_plain_ksampler_is_seed_exact_with_diffusers(comfy, models, steps, cfg):
     latent = ksampler(comfy, model, seed=42, steps=steps, cfg=cfg)
     reference = diffusers_txt2img(unet, seed=42, cfg=cfg, steps=steps)
     _close(latent, reference, model.model.latent_format.scale_factor)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+@pytest.mark.parametrize("cfg", [1.0, 2.0], ids=("cfg1", "cfg2"))
+def test_plain_ksampler_tcd_is_seed_exact_with_diffusers(comfy, models, steps, cfg):
+    """tcd_diffusers is TCDSampler at gamma 0.3: diffusers' TCDScheduler with eta 0.3 (its step's
+    default), on the same timesteps as LCM's (TCD's default grid is LCM's)."""
+    unet, model = models
+    latent = ksampler(comfy, model, seed=42, steps=steps, cfg=cfg, sampler="tcd_diffusers")
+    reference = diffusers_txt2img(unet, seed=42, cfg=cfg, steps=steps, scheduler=diffusers.TCDScheduler(), eta=0.3)
+    scale = model.model.latent_format.scale_factor
+    atol = 1e-4 * max(1.0, reference.abs().max().item())  # relative where the random UNet's latents are large
+    torch.testing.assert_close(latent["samples"] * scale, reference, atol=atol, rtol=0)
 
 
 def test_lcm_scheduler_gives_diffusers_timesteps_from_the_models_own_table(comfy, models):

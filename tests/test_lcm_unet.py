@@ -76,11 +76,6 @@ def unet_folder(comfy, lcm, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nodes(pack):
-    return pack.nodes
-
-
-@pytest.fixture(scope="module")
 def lcm_unet(pack):
     return pack.nodes.lcm_unet
 

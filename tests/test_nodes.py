@@ -16,16 +16,6 @@ from test_nodes_parity import LATENT, NEGATIVE, POSITIVE, comfy_sample, diffuser
 SAMPLER_LOGGER = "lcm_multistep.nodes.sampler"
 
 
-@pytest.fixture(scope="module")
-def models(comfy):
-    return comfy_host.tiny_unet_pair(seed=0)
-
-
-@pytest.fixture(scope="module")
-def nodes(pack):
-    return pack.nodes
-
-
 def test_registration_metadata(pack):
     mappings = pack.NODE_CLASS_MAPPINGS
     assert {"LCMSchedulerConfig", "LCMTimesteps", "LCMSampler"} <= set(mappings)
@@ -173,18 +163,23 @@ def test_callback_every_step_and_denoised_preview(comfy, nodes, models):
     assert out.shape == latent.shape
 
 
+def sampler_custom_advanced(comfy, model, sampler, sigmas, *, seed, cfg, batch):
+    """SamplerCustomAdvanced with RandomNoise(seed) and CFGGuider(cfg) on an empty latent batch; its LATENT samples."""
+    ncs = comfy.nodes_custom_sampler
+    noise = ncs.RandomNoise.execute(noise_seed=seed).args[0]
+    guider = ncs.CFGGuider.execute(model=model, positive=[[POSITIVE, {}]], negative=[[NEGATIVE, {}]],
+                                   cfg=cfg).args[0]
+    latent = {"samples": torch.zeros(batch, 4, LATENT, LATENT)}
+    return ncs.SamplerCustomAdvanced.execute(noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
+                                             latent_image=latent).args[0]["samples"]
+
+
 def test_sampler_custom_advanced_equals_sampler_custom(comfy, nodes, models):
     _, model = models
     config = lcm_config(nodes)
     sigmas, _ = nodes.LCMTimesteps().get_sigmas(config, 4, 1.0)
     sampler = nodes.LCMSampler().get_sampler(config)[0]
-    ncs = comfy.nodes_custom_sampler
-    noise = ncs.RandomNoise.execute(noise_seed=9).args[0]
-    guider = ncs.CFGGuider.execute(model=model, positive=[[POSITIVE, {}]], negative=[[NEGATIVE, {}]],
-                                   cfg=2.0).args[0]
-    latent = {"samples": torch.zeros(2, 4, LATENT, LATENT)}
-    advanced = ncs.SamplerCustomAdvanced.execute(noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
-                                                 latent_image=latent).args[0]["samples"]
+    advanced = sampler_custom_advanced(comfy, model, sampler, sigmas, seed=9, cfg=2.0, batch=2)
     plain, _ = comfy_sample(comfy, nodes, model, config, seed=9, cfg=2.0, batch=2)
     assert torch.equal(advanced, plain["samples"])
 

@@ -23,17 +23,6 @@ ATOL = 1e-4
 LATENT = 16  # latent height and width
 
 
-@pytest.fixture(scope="module")
-def models(comfy):
-    unet, patcher = comfy_host.tiny_unet_pair(seed=0)
-    return unet, patcher
-
-
-@pytest.fixture(scope="module")
-def nodes(pack):
-    return pack.nodes
-
-
 def _embeds(seed, batch=1):
     return torch.randn(batch, 7, comfy_host.TINY_UNET_DIFFUSERS["cross_attention_dim"],
                        generator=torch.Generator().manual_seed(seed))
@@ -43,10 +32,12 @@ POSITIVE, NEGATIVE = _embeds(0), _embeds(1)
 
 
 def comfy_sample(comfy, nodes, model, config, *, seed, cfg=1.0, steps=4, strength=1.0, latent=None, batch=1,
-                 add_noise=True, **timestep_options):
-    """SamplerCustom with this pack's nodes, as a graph would run it; returns (LATENT, timesteps text)."""
+                 add_noise=True, sampler=None, **timestep_options):
+    """SamplerCustom with this pack's nodes, as a graph would run it; returns (LATENT, timesteps text).
+
+    ``sampler``: a SAMPLER (default: LCMSampler with ``config``)."""
     sigmas, timesteps = nodes.LCMTimesteps().get_sigmas(config, steps, strength, **timestep_options)
-    sampler = nodes.LCMSampler().get_sampler(config)[0]
+    sampler = nodes.LCMSampler().get_sampler(config)[0] if sampler is None else sampler
     latent = latent if latent is not None else {"samples": torch.zeros(batch, 4, LATENT, LATENT)}
     output = comfy.nodes_custom_sampler.SamplerCustom.execute(
         model=model, add_noise=add_noise, noise_seed=seed, cfg=cfg, positive=[[POSITIVE, {}]],
@@ -69,13 +60,16 @@ def _pipeline(cls, unet):
     return pipe
 
 
-def diffusers_txt2img(unet, *, seed, cfg=1.0, steps=4, batch=1):
+def diffusers_txt2img(unet, *, seed, cfg=1.0, steps=4, batch=1, scheduler=None, **call):
+    """StableDiffusionPipeline's final latents (``scheduler``: default LCMScheduler; ``call``: e.g. eta)."""
     pipe = _pipeline(diffusers.StableDiffusionPipeline, unet)
+    if scheduler is not None:
+        pipe.scheduler = scheduler
     size = LATENT * pipe.vae_scale_factor
     with torch.no_grad():
         return pipe(prompt_embeds=POSITIVE, negative_prompt_embeds=NEGATIVE, guidance_scale=cfg,
                     num_inference_steps=steps, height=size, width=size, num_images_per_prompt=batch,
-                    generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+                    generator=torch.Generator("cpu").manual_seed(seed), output_type="latent", **call).images
 
 
 def _close(comfy_latent, reference, scale):

@@ -17,7 +17,8 @@ import pytest
 from comfy_host import ENV_VAR, PACK_FOLDER, REPO_ROOT, import_times
 
 OLD_ENV_VAR = "LCM_COMFYUI_2024"
-PACK_NODES = {"LCMSchedulerConfig", "LCMTimesteps", "LCMSampler", "LCMUNetLoader", "LCMGuidanceEmbedding"}
+PACK_NODES = {"LCMSchedulerConfig", "LCMTimesteps", "LCMSampler", "LCMUNetLoader", "LCMGuidanceEmbedding",
+              "TCDSampler"}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_nodes_match_diffusers_in_process(old_tree: Path) -> None:
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert PACK_NODES <= set(report["nodes"])
-    assert len(report["max_abs_difference"]) == 3
+    assert len(report["max_abs_difference"]) == 5
     assert report["lcm_unet_embedding"]  # LCMUNetLoader's path restores the guidance embedding here too
     for case, difference in report["max_abs_difference"].items():
         assert difference <= 1e-4, case
@@ -59,5 +60,5 @@ def test_nodes_match_diffusers_in_process(old_tree: Path) -> None:
     # KSampler with the pack's sampler still runs.
     ksampler = report["ksampler"]
     assert "sampler lcm_diffusers" in ksampler["added"] and ksampler["skipped"] == ["scheduler lcm_diffusers"]
-    assert ksampler["sampler_names"] == ["lcm_diffusers"] and ksampler["scheduler_names"] == []
+    assert ksampler["sampler_names"] == ["lcm_diffusers", "tcd_diffusers"] and ksampler["scheduler_names"] == []
     assert ksampler["finite"]

@@ -6,7 +6,9 @@ custom_nodes/*/example_workflows/*.json, one level deep);
 example_workflows/api/<name>.api.json are the same graphs in API format, which the
 demo and these tests post (a subfolder, so the browser does not list them as broken
 templates). lcm_txt2img_then_img2img: an LCM model or LCM-LoRA, txt2img then img2img
-at strength 0.5; lcm_full_unet_txt2img: a full LCM UNet through LCMUNetLoader.
+at strength 0.5; lcm_full_unet_txt2img: a full LCM UNet through LCMUNetLoader;
+tcd_txt2img: TCD-LoRA through a LoraLoader, TCDSampler at gamma 0.3, with a Note naming the
+files (notes exist only in the frontend: not in /object_info, not in API format).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from comfy_host import (
 
 NAME = "lcm_txt2img_then_img2img"
 FULL_UNET_NAME = "lcm_full_unet_txt2img"
-WORKFLOWS = (NAME, FULL_UNET_NAME)
+TCD_NAME = "tcd_txt2img"
+KSAMPLER_NAME = "ksampler_lcm_lora"
+WORKFLOWS = (NAME, FULL_UNET_NAME, TCD_NAME, KSAMPLER_NAME)
 UI_PATH = EXAMPLE_WORKFLOWS / f"{NAME}.json"
 API_PATH = EXAMPLE_WORKFLOWS / "api" / f"{NAME}.api.json"
 PACK_NODES = ("LCMSchedulerConfig", "LCMTimesteps", "LCMSampler")
@@ -86,6 +90,18 @@ def test_server_lists_the_pack_nodes(object_info: dict[str, Any]) -> None:
             assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
 
 
+def test_server_lists_tcd_sampler_and_the_scheduler_input(object_info: dict[str, Any]) -> None:
+    sampler = object_info["TCDSampler"]
+    assert sampler["output"] == ["SAMPLER"] and sampler["display_name"] == "TCD Sampler (gamma)"
+    assert sampler["input_order"]["required"] == ["config", "gamma"]
+    gamma = sampler["input"]["required"]["gamma"]
+    assert gamma[0] == "FLOAT" and (gamma[1]["default"], gamma[1]["min"], gamma[1]["max"]) == (0.3, 0.0, 1.0)
+    assert sampler["category"] == "sampling/custom_sampling/lcm"
+    # Last among LCMTimesteps' widgets, so workflows saved before it existed load with its default.
+    assert object_info["LCMTimesteps"]["input_order"]["optional"][-1] == "scheduler"
+    assert object_info["LCMTimesteps"]["input"]["optional"]["scheduler"][0] == ["lcm", "tcd"]
+
+
 def test_pack_import_time_is_small(comfy_server: ComfyServer) -> None:
     times = import_times(comfy_server.log_text())
     ours = {path: value for path, value in times.items() if Path(path).name == PACK_FOLDER}
@@ -115,9 +131,10 @@ def test_ui_workflow_is_consistent(object_info: dict[str, Any], name: str) -> No
     pack_id = re.search(r'^name = "([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M).group(1)
     for node in nodes.values():
         assert {"id", "type", "pos", "size", "flags", "order", "mode", "properties"} <= set(node)
-        if node["type"] in FRONTEND_ONLY_TYPES:  # a note: text for the user, no slots
-            (text,) = node["widgets_values"]
-            assert text.strip() and not node["inputs"] and not node["outputs"]
+        if node["type"] in FRONTEND_ONLY_TYPES:  # a note: its text is its one widget, it links to nothing
+            assert node["type"] not in object_info
+            assert [type(value) for value in node["widgets_values"]] == [str]
+            assert not node.get("inputs") and not node.get("outputs")
             continue
         assert node["type"] in object_info, f"node {node['id']}: {node['type']} is not a ComfyUI node"
         info = object_info[node["type"]]
@@ -215,10 +232,10 @@ def test_api_workflow_runs_to_two_images(comfy_server: ComfyServer, tiny_checkpo
     assert pixels[0] != pixels[1]  # img2img changed the txt2img result
 
 
-def bundled_graph(server: ComfyServer, checkpoint: str, size: int = 64) -> dict[str, Any]:
-    """The bundled txt2img -> img2img graph on the tiny checkpoint, with a tiny random LoRA for it
-    saved under the LCM-LoRA's file name that the graph names."""
-    graph = load(API_PATH)
+def bundled_graph(server: ComfyServer, checkpoint: str, size: int = 64, name: str = NAME) -> dict[str, Any]:
+    """A bundled graph as it is (by default the txt2img -> img2img one) on the tiny checkpoint, with a
+    tiny random LoRA for it saved under the file name that the graph's LoraLoader names."""
+    graph = load(api_path(name))
     for node in graph.values():
         if node["class_type"] == "CheckpointLoaderSimple":
             node["inputs"]["ckpt_name"] = checkpoint
@@ -245,7 +262,7 @@ def test_bad_pasted_config_fails_its_prompt_and_the_next_prompt_runs(
     assert f"(LCMSchedulerConfig): ValueError: LCMSchedulerConfig {message}" in str(error.value)
     config["inputs"]["scheduler_config_json"] = json.dumps({f"unknown_{i}": i for i in range(200_000)})
     assert len(comfy_server.output_files(comfy_server.run(graph, timeout=120))) == 2
-    warning = [line for line in comfy_server.log_text().splitlines() if "LCMScheduler does not use" in line][-1]
+    warning = [line for line in comfy_server.log_text().splitlines() if "TCDScheduler do not use" in line][-1]
     assert len(warning) < 400 and warning.endswith("and 199990 more")
 
 
@@ -290,6 +307,51 @@ def test_full_lcm_unet_workflow_runs_to_an_image(comfy_server: ComfyServer, tiny
         lo, hi = img.convert("L").getextrema()
         assert img.size == (64, 64) and hi > lo
     assert "LCM guidance embedding restored" in comfy_server.log_text()
+
+
+def test_ksampler_workflow_runs_to_an_image(comfy_server: ComfyServer, tiny_checkpoint: str) -> None:
+    from PIL import Image
+
+    graph = bundled_graph(comfy_server, tiny_checkpoint, size=48, name=KSAMPLER_NAME)
+    (ksampler,) = [node for node in graph.values() if node["class_type"] == "KSampler"]
+    assert ksampler["inputs"]["sampler_name"] == ksampler["inputs"]["scheduler"] == "lcm_diffusers"
+    (path,) = comfy_server.output_files(comfy_server.run(graph, timeout=120))
+    with Image.open(path) as img:
+        lo, hi = img.convert("L").getextrema()
+        assert path.name.startswith("ksampler_lcm") and img.size == (48, 48) and hi > lo
+
+
+def test_tcd_workflow_runs_with_a_lora_to_an_image(comfy_server: ComfyServer, tiny_checkpoint: str) -> None:
+    """The TCD graph as it is, on the tiny checkpoint and a tiny LoRA made for it (a stand-in for
+    TCD-SD15-LoRA). The LoRA must reach the model: at strength 0 the image differs."""
+    from PIL import Image
+
+    lora_name = "tiny-lora.safetensors"
+    load_script("make_tiny_checkpoint").make_tiny_lora(comfy_server.base_dir / "models" / "loras" / lora_name, seed=1)
+    graph = load(api_path(TCD_NAME))
+    (note_text,) = [node["widgets_values"][0] for node in load(ui_path(TCD_NAME))["nodes"] if node["type"] == "Note"]
+    for node in graph.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            assert f"models/checkpoints/{node['inputs']['ckpt_name']}" in note_text
+            node["inputs"]["ckpt_name"] = tiny_checkpoint
+        if node["class_type"] == "LoraLoader":
+            assert f"models/loras/{node['inputs']['lora_name']}" in note_text
+            node["inputs"]["lora_name"] = lora_name
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=64, height=64)
+    pixels = []
+    for strength in (1.0, 0.0):
+        for node in graph.values():
+            if node["class_type"] == "LoraLoader":
+                node["inputs"].update(strength_model=strength, strength_clip=strength)
+        (path,) = comfy_server.output_files(comfy_server.run(graph, timeout=120))
+        assert path.name.startswith("tcd_txt2img")
+        with Image.open(path) as img:
+            lo, hi = img.convert("L").getextrema()
+            assert img.size == (64, 64) and hi > lo
+            pixels.append(img.tobytes())
+    assert pixels[0] != pixels[1]
+    assert "lora key not loaded" not in comfy_server.log_text()
 
 
 def test_demo_sets_or_removes_the_lora(object_info: dict[str, Any]) -> None:

@@ -13,7 +13,8 @@ import torch
 from . import model as digits
 
 CATEGORY = "lcm_digits_demo"
-DIGIT_CHOICES = [str(d) for d in range(digits.NUM_DIGITS)] + ["none"]
+ALL_DIGITS = "0-9"  # a batch of ten contexts, 0 to 9: one per latent of a batch of ten
+DIGIT_CHOICES = [str(d) for d in range(digits.NUM_DIGITS)] + ["none", ALL_DIGITS]
 
 
 class DigitsModelLoader:
@@ -60,13 +61,18 @@ class DigitsConditioning:
     @classmethod
     def INPUT_TYPES(cls) -> Dict[str, Any]:
         return {"required": {"digit": (DIGIT_CHOICES, {
-            "default": "7", "tooltip": "The digit to draw, 0-9; 'none' = no digit (the unconditional row)."})}}
+            "default": "7", "tooltip": "The digit to draw, 0-9; 'none' = no digit (the unconditional row); "
+                                        "'0-9' = a batch of ten, one digit per latent (EmptyLatentImage "
+                                        "batch_size 10)."})}}
 
     def encode(self, digit: str) -> Tuple[Any]:
         if digit not in DIGIT_CHOICES:
             raise ValueError(f"DigitsConditioning digit={digit!r}: expected one of {DIGIT_CHOICES}")
-        row = digits.NULL_ROW if digit == "none" else int(digit)
-        context = digits.context_for(torch.tensor([row]), digits.class_embedding()).clone()
+        if digit == ALL_DIGITS:
+            rows = torch.arange(digits.NUM_DIGITS)
+        else:
+            rows = torch.tensor([digits.NULL_ROW if digit == "none" else int(digit)])
+        context = digits.context_for(rows, digits.class_embedding()).clone()
         return ([[context, {}]],)
 
 
