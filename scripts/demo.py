@@ -1,29 +1,34 @@
 #!/usr/bin/env python3
-"""LCM Multistep demo: a real ComfyUI, headless, runs the bundled workflow.
+"""LCM Multistep demo: a real ComfyUI, headless, runs the pack on a real model.
 
-    make demo                      # the venv's python runs this file
-    python scripts/demo.py [--size 512] [--seed 42] [--port 8188] [--out DIR]
-                           [--ckpt MODEL.safetensors [--lora LCM_LORA.safetensors]] [--keep-running]
+    make demo                          # the embedded digit model: no download, any CPU, about a minute
+    make demo CKPT=model.safetensors LORA=lcm-lora.safetensors   # your SD1.5 model with LCM-LoRA
+    python scripts/demo.py [--ckpt MODEL [--lora LORA]] [--size 512] [--seed 42] [--port 8188]
+                           [--out DIR] [--cpu] [--keep-running]
 
-What it does, all offline:
-1. Makes a ComfyUI base directory (default ~/.cache/lcm-multistep/demo) with this
-   repository symlinked into custom_nodes/. Without --ckpt it writes a tiny SD1.5
-   checkpoint with seeded random weights once (scripts/make_tiny_checkpoint.py):
-   the images are noise, but every node runs for real. --ckpt links a real model
-   into models/checkpoints; --lora adds a LoraLoader (strength 1.0, e.g. LCM-LoRA)
-   between the checkpoint and everything that uses its MODEL and CLIP.
-2. Starts ComfyUI on 127.0.0.1 with comfy-cli (`comfy --skip-prompt --workspace
-   TREE launch -- --cpu ...`), or with `python main.py` when comfy-cli cannot
-   launch it (the reason is printed).
-3. Posts example_workflows/api/lcm_txt2img_then_img2img.api.json: txt2img in 4
-   LCM steps, then img2img at strength 0.5 on its output latent. Prints each node
-   and sampler step as the websocket reports them, the two PNGs and the timings.
-4. Plots diffusers' LCM timesteps and sigmas (lcm_core) against ComfyUI's
-   sgm_uniform and normal schedulers, computed with ComfyUI's own code.
-5. Stops the server (SIGINT, then SIGKILL), unless --keep-running.
+Without --ckpt (the default) it runs the tiny LCM distilled on scikit-learn's 8x8 digits that
+ships in demo/lcm_digits/ (demo-only nodes, not part of the pack): digits 0-9 at 1, 2, 4 and 8
+steps with this pack's LCMSampler and with ComfyUI's built-in `lcm` sampler (sgm_uniform, on a
+ModelSamplingDiscrete(lcm) model, "the usual advice") for the same seed, and an img2img pass at
+strength 0.5 from the 4-step digits. It checks each row with the model's digit classifier and
+writes one labelled picture, lcm_digits_demo.png.
 
-Exit codes: 0 done; 1 the prompt failed; 2 bad arguments (missing file, port in
-use) or a server that does not start.
+With --ckpt it posts example_workflows/api/lcm_txt2img_then_img2img.api.json: txt2img in 4 LCM
+steps, then img2img at strength 0.5, on your checkpoint (with --lora in its LoraLoader, e.g.
+LCM-LoRA; without one the LoraLoader is taken out, as for a full LCM checkpoint).
+
+Either way it:
+1. makes a ComfyUI base directory (default ~/.cache/lcm-multistep/demo) with this repository
+   linked into custom_nodes/ (and the digit demo's folder, in the default mode);
+2. starts ComfyUI on 127.0.0.1 with comfy-cli (`comfy --skip-prompt --workspace TREE launch --
+   ...`), or with `python main.py` when comfy-cli cannot launch it; on the GPU when torch sees
+   one, else (or with --cpu) on the CPU;
+3. prints each node and sampler step as the websocket reports them, the images and timings;
+4. prints and plots diffusers' LCM timesteps against ComfyUI's sgm_uniform and normal;
+5. stops the server (SIGINT, then SIGKILL), unless --keep-running, and says what to run next.
+
+Exit codes: 0 done; 1 the prompt failed; 2 bad arguments (missing file, port in use) or a
+server that does not start.
 """
 
 from __future__ import annotations
@@ -49,7 +54,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "lcm_txt2img_then_img2img.api.json"
 PACK_FOLDER = "lcm-multistep"
-TINY_CKPT = "lcm-multistep-tiny-sd15.safetensors"
+DIGITS_DIR = REPO_ROOT / "demo" / "lcm_digits"
+DIGITS_FOLDER = "lcm-digits-demo"
+DIGIT_STEPS = (1, 2, 4, 8)
+DIGITS_PICTURE = "lcm_digits_demo.png"
 DEFAULT_OUT = Path.home() / ".cache" / "lcm-multistep" / "demo"
 # comfy-cli: no telemetry prompt, no telemetry, no update check. `comfy launch` also
 # refreshes a "knowledge" bundle from the cloud in a background thread unless
@@ -113,6 +121,101 @@ def prepare_graph(graph: dict[str, Any], ckpt_name: str, size: int, seed: int,
     return set_lora(graph, lora_name)
 
 
+def api_node(object_info: dict[str, Any], class_type: str, title: str, **inputs: Any) -> dict[str, Any]:
+    """An API-format node: the given inputs, and every other required widget at its default."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from comfy_host import input_specs, is_widget
+
+    for name, input_type, options, optional in input_specs(object_info[class_type]):
+        if name not in inputs and not optional and is_widget(input_type, options):
+            inputs[name] = options.get("default", input_type[0] if isinstance(input_type, list) else None)
+    return {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
+
+
+def digits_graph(object_info: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """The digit demo in one prompt: ({node id: node}, {SaveImage prefix: row label}).
+
+    One batch of ten latents with the conditioning "0-9" (latent i draws digit i) per row: the
+    pack's LCMSampler through SamplerCustom and ComfyUI's `lcm` through KSampler, each at 1, 2, 4
+    and 8 steps with the same seed (so the same initial noise), then img2img at strength 0.5 from
+    the pack's 4-step digits.
+    """
+    graph: dict[str, Any] = {}
+    rows: dict[str, str] = {}
+    ids = iter(range(1, 1000))
+
+    def add(class_type: str, title: str, **inputs: Any) -> list[Any]:
+        node_id = str(next(ids))
+        graph[node_id] = api_node(object_info, class_type, title, **inputs)
+        return [node_id, 0]
+
+    def save(latent: list[Any], prefix: str, label: str) -> None:
+        image = add("DigitsDecode", "Digits Decode", samples=latent, scale=8)
+        add("SaveImage", f"Save {label}", images=image, filename_prefix=prefix)
+        rows[prefix] = label
+
+    student = add("DigitsModelLoader", "Load Digit Model (LCM student)", model="student")
+    patched = add("ModelSamplingDiscrete", "ModelSamplingDiscrete (lcm): the usual advice for ComfyUI's lcm",
+                  model=student, sampling="lcm", zsnr=False)
+    digits = add("DigitsConditioning", "Digits 0-9 (a batch of ten)", digit="0-9")
+    none = add("DigitsConditioning", "No digit (negative, unused at cfg 1)", digit="none")
+    latent = add("EmptyLatentImage", "Ten 4x4 latents", width=32, height=32, batch_size=10)
+    config = add("LCMSchedulerConfig", "LCM Scheduler Config", model=student)
+    sampler = add("LCMSampler", "LCM Sampler", config=config)
+    outputs = {}
+    for steps in DIGIT_STEPS:
+        sigmas = add("LCMTimesteps", f"LCM Timesteps ({steps})", config=config, steps=steps, strength=1.0)
+        outputs[steps] = add("SamplerCustom", f"SamplerCustom ({steps} LCM steps)", model=student, add_noise=True,
+                             noise_seed=seed, cfg=1.0, positive=digits, negative=none, sampler=sampler,
+                             sigmas=sigmas, latent_image=latent)
+        save(outputs[steps], f"digits_pack_{steps}steps", f"LCM Multistep (this pack), {steps} step{'s' * (steps > 1)}")
+    for steps in DIGIT_STEPS:
+        builtin = add("KSampler", f"KSampler (ComfyUI lcm, {steps} steps)", model=patched, seed=seed, steps=steps,
+                      cfg=1.0, sampler_name="lcm", scheduler="sgm_uniform", positive=digits, negative=none,
+                      latent_image=latent, denoise=1.0)
+        save(builtin, f"digits_comfy_lcm_{steps}steps", f"ComfyUI lcm + sgm_uniform, {steps} step{'s' * (steps > 1)}")
+    sigmas = add("LCMTimesteps", "LCM Timesteps (img2img, strength 0.5)", config=config, steps=4, strength=0.5)
+    img2img = add("SamplerCustom", "SamplerCustom (img2img)", model=student, add_noise=True, noise_seed=seed + 1,
+                  cfg=1.0, positive=digits, negative=none, sampler=sampler, sigmas=sigmas, latent_image=outputs[4])
+    save(img2img, "digits_pack_img2img", "img2img at strength 0.5 from the 4-step row")
+    return graph, rows
+
+
+def recognised(images: list[Any]) -> list[int]:
+    """The digit the demo model's classifier sees in each 64x64 picture (8x8 digits enlarged 8x)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPO_ROOT / "demo"))
+    from lcm_digits import model as digits_model
+
+    grey = np.stack([np.asarray(image.convert("L"), dtype=np.float32)[4::8, 4::8] for image in images])
+    pixels = torch.from_numpy(grey / 255.0 * 2.0 - 1.0).unsqueeze(1)
+    with torch.no_grad():
+        return digits_model.load_classifier()(pixels).argmax(-1).tolist()
+
+
+def digits_picture(rows: list[tuple[str, list[Any], int]], path: Path) -> Path:
+    """One labelled picture: a row per (label, ten 64x64 images, digits recognised)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    cell, pad, label_w, header = 64, 4, 300, 28
+    width = label_w + 10 * (cell + pad)
+    canvas = Image.new("RGB", (width, header + len(rows) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for digit in range(10):
+        draw.text((label_w + digit * (cell + pad) + cell // 2 - 3, 8), str(digit), fill="black", font=font)
+    for row, (label, images, right) in enumerate(rows):
+        y = header + row * (cell + pad)
+        draw.text((8, y + cell // 2 - 14), label, fill="black", font=font)
+        draw.text((8, y + cell // 2 + 2), f"classifier: {right}/10 right", fill="#555555", font=font)
+        for digit, image in enumerate(images):
+            canvas.paste(image.convert("RGB").resize((cell, cell)), (label_w + digit * (cell + pad), y))
+    canvas.save(path)
+    return path
+
+
 # ---------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------
@@ -158,27 +261,22 @@ def link(path: Path, target: Path) -> None:
     path.symlink_to(target.resolve())
 
 
-def prepare_base_dir(base: Path, ckpt: Path | None, lora: Path | None) -> tuple[str, str | None]:
-    """custom_nodes/lcm-multistep -> this repo, and the models; returns (ckpt_name, lora_name)."""
+def prepare_base_dir(base: Path, ckpt: Path | None, lora: Path | None) -> tuple[str | None, str | None]:
+    """custom_nodes/ -> this repo (and the digit demo without --ckpt), and the models; returns
+    (ckpt_name, lora_name), both None for the digit demo."""
     link(base / "custom_nodes" / PACK_FOLDER, REPO_ROOT)
-    checkpoints = base / "models" / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    if ckpt is not None:
-        link(checkpoints / ckpt.name, ckpt)
-        ckpt_name = ckpt.name
-    else:
-        ckpt_name = TINY_CKPT
-        if not (checkpoints / TINY_CKPT).is_file():
-            say(f"writing the tiny random-weight SD1.5 checkpoint {checkpoints / TINY_CKPT} (once, no download)")
-            sys.path.insert(0, str(REPO_ROOT / "scripts"))
-            from make_tiny_checkpoint import make_tiny_checkpoint
-
-            make_tiny_checkpoint(checkpoints / TINY_CKPT, seed=0)
+    digits_link = base / "custom_nodes" / DIGITS_FOLDER
+    if ckpt is None:
+        link(digits_link, DIGITS_DIR)
+        return None, None
+    if digits_link.is_symlink():
+        digits_link.unlink()  # a real-model run shows only the pack's nodes
+    link(base / "models" / "checkpoints" / ckpt.name, ckpt)
     lora_name = None
     if lora is not None:
         link(base / "models" / "loras" / lora.name, lora)
         lora_name = lora.name
-    return ckpt_name, lora_name
+    return ckpt.name, lora_name
 
 
 def accelerator() -> str | None:
@@ -316,8 +414,9 @@ def pack_import_time(log_text: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> tuple[dict[str, Any], list[tuple[str, float]]]:
-    """Queue the graph, print progress from the websocket, return (history entry, [(node label, seconds)])."""
+def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Queue the graph, print each node and sampler step as the websocket reports them; return the
+    prompt's history entry."""
     client_id = uuid.uuid4().hex
     titles = {nid: node.get("_meta", {}).get("title") or node["class_type"] for nid, node in graph.items()}
     try:
@@ -332,13 +431,6 @@ def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> tuple[d
     say(f"queued prompt {prompt_id}")
     start = time.monotonic()
     deadline = start + timeout
-    node_times: list[tuple[str, float]] = []
-    current: tuple[str, float] | None = None
-
-    def finish_node(now: float) -> None:
-        if current is not None:
-            node_times.append((current[0], now - current[1]))
-
     try:
         while time.monotonic() < deadline:
             if server.proc is None or server.proc.poll() is not None:
@@ -360,9 +452,7 @@ def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> tuple[d
                 continue
             now = time.monotonic()
             if kind == "executing":
-                finish_node(now)
                 node = data.get("node")
-                current = None if node is None else (f"{node} {titles.get(node, '?')}", now)
                 if node is None:
                     break
                 say(f"  [{now - start:6.2f} s] node {node}: {titles.get(node, '?')}")
@@ -371,7 +461,6 @@ def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> tuple[d
             elif kind == "execution_cached" and data.get("nodes"):
                 say(f"  cached: nodes {', '.join(data['nodes'])}")
             elif kind in ("execution_success", "execution_error", "execution_interrupted"):
-                finish_node(now)
                 break
         else:
             raise DemoError(f"the prompt did not finish within {timeout:.0f} s (log: {server.log_path})", code=1)
@@ -389,7 +478,7 @@ def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> tuple[d
         detail = "; ".join(f"node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
                            f"{e.get('exception_message', '').strip()}" for e in errors) or json.dumps(status)
         raise DemoError(f"the prompt failed: {detail} (log: {server.log_path})", code=1)
-    return entry, node_times
+    return entry
 
 
 def execution_seconds(entry: dict[str, Any]) -> float | None:
@@ -491,15 +580,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      epilog="\n".join(__doc__.splitlines()[5:]))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"ComfyUI base directory, kept between runs (default {DEFAULT_OUT})")
-    parser.add_argument("--ckpt", type=Path, help="a real checkpoint (default: the tiny random one)")
+    parser.add_argument("--ckpt", type=Path, help="your SD1.5 / SDXL checkpoint (default: the embedded digit model)")
     parser.add_argument("--lora", type=Path, help="a LoRA, e.g. LCM-LoRA, applied at strength 1.0")
     parser.add_argument("--port", type=int, default=8188, help="port on 127.0.0.1 (default 8188; 0: a free one)")
-    parser.add_argument("--size", type=int, default=512, help="image width and height (default 512)")
+    parser.add_argument("--size", type=int, default=512, help="image width and height with --ckpt (default 512)")
     parser.add_argument("--seed", type=int, default=42, help="txt2img noise seed; img2img uses seed + 1 (default 42)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the prompt (default 600)")
     parser.add_argument("--keep-running", action="store_true", help="leave ComfyUI running at the end")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
     return parser.parse_args(argv)
+
+
+def run_digits(server: Server, base: Path, seed: int, timeout: float) -> tuple[dict[str, Any], Path, list[str]]:
+    """The digit demo's prompt; returns (history entry, the labelled picture, a line per row)."""
+    from PIL import Image
+
+    info = server.get("/object_info")
+    if "DigitsModelLoader" not in info:
+        raise DemoError(f"ComfyUI did not load the digit demo's nodes from {DIGITS_DIR}; see {server.log_path}")
+    graph, labels = digits_graph(info, seed)
+    say(f"running the digit demo: digits 0-9, seed {seed}: the pack's LCMSampler and ComfyUI's lcm at "
+        f"{', '.join(map(str, DIGIT_STEPS))} steps, then img2img at strength 0.5")
+    entry = run_prompt(server, graph, timeout)
+    images = saved_images(base, entry)
+    rows, lines = [], []
+    for prefix, label in labels.items():
+        mine = [Image.open(path) for path in images if path.name.startswith(prefix + "_")]
+        if len(mine) != 10:
+            raise DemoError(f"expected 10 images for {label}, ComfyUI saved {len(mine)}", code=1)
+        seen = recognised(mine)
+        right = sum(int(digit == want) for want, digit in enumerate(seen))
+        rows.append((label, mine, right))
+        lines.append(f"  {label:48s} classifier reads {' '.join(map(str, seen))}: {right}/10 right")
+    return entry, digits_picture(rows, base / DIGITS_PICTURE), lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -509,38 +622,41 @@ def main(argv: list[str] | None = None) -> int:
         for what, path in (("--ckpt", args.ckpt), ("--lora", args.lora)):
             if path is not None and not path.is_file():
                 raise DemoError(f"{what} {path}: no such file")
+        if args.lora is not None and args.ckpt is None:
+            raise DemoError("--lora needs --ckpt: the LoRA goes on your checkpoint (the digit demo has its own model)")
         if args.size % 8 or not 64 <= args.size <= 4096:
             raise DemoError(f"--size {args.size}: use a multiple of 8 from 64 to 4096")
         port = check_port(args.port)
         tree = find_comfyui()
         base = args.out.expanduser().resolve()
         ckpt_name, lora_name = prepare_base_dir(base, args.ckpt, args.lora)
-        graph = prepare_graph(load_workflow(), ckpt_name, args.size, args.seed, lora_name)
 
         gpu = None if args.cpu else accelerator()
         say(f"device: {gpu}" if gpu else "device: CPU" + ("" if args.cpu else " (no GPU found)"))
         server = Server(tree, base, port, cpu=gpu is None)
         start_s = server.start(timeout=180)
         say(f"ComfyUI ready after {start_s:.1f} s ({server.how}); {pack_import_time(server.log_text())}")
-        info = server.get("/object_info/LCMTimesteps")
-        if "LCMTimesteps" not in info:
+        if "LCMTimesteps" not in server.get("/object_info/LCMTimesteps"):
             raise DemoError(f"ComfyUI did not load the pack; see {server.log_path}")
 
-        say(f"running {WORKFLOW.name}: {ckpt_name}{' + ' + lora_name if lora_name else ''}, "
-            f"{args.size}x{args.size}, seeds {args.seed} and {args.seed + 1}")
         wall = time.monotonic()
-        entry, node_times = run_prompt(server, graph, args.timeout)
+        if ckpt_name is None:
+            entry, picture, lines = run_digits(server, base, args.seed, args.timeout)
+        else:
+            graph = prepare_graph(load_workflow(), ckpt_name, args.size, args.seed, lora_name)
+            say(f"running {WORKFLOW.name}: {ckpt_name}{' + ' + lora_name if lora_name else ''}, "
+                f"{args.size}x{args.size}, seeds {args.seed} and {args.seed + 1}")
+            entry = run_prompt(server, graph, args.timeout)
+            images = saved_images(base, entry)
+            if len(images) != 2:
+                raise DemoError(f"expected 2 images, ComfyUI saved {len(images)}", code=1)
         wall = time.monotonic() - wall
-        images = saved_images(base, entry)
-        for image in images:
-            say(f"saved {image}")
 
-        steps = next(int(graph[n]["inputs"]["steps"]) for n in nodes_of(graph, "LCMTimesteps"))
         plot_s = time.monotonic()
-        table = schedules(tree, steps)
-        plot = plot_schedules(table, steps, base / f"lcm_schedules_{steps}steps.png")
+        table = schedules(tree, 4)
+        plot = plot_schedules(table, 4, base / "lcm_schedules_4steps.png")
         plot_s = time.monotonic() - plot_s
-        say(f"\n{steps}-step timesteps:")
+        say("\n4-step timesteps (\"519 or 499\": half-way between two, the CPU's rounding picks):")
         for label, rows in table.items():
             for name, (timesteps, _) in rows.items():
                 say(f"  {name:28s} {', '.join(timesteps):28s} {label}")
@@ -549,14 +665,27 @@ def main(argv: list[str] | None = None) -> int:
         say("\ntimings:")
         say(f"  server start ({server.how}): {start_s:.1f} s")
         executed = execution_seconds(entry)
-        say(f"  prompt (txt2img + img2img): {executed if executed is not None else wall:.2f} s as ComfyUI "
-            f"reports it, {wall:.2f} s queue to done")
-        for label, seconds in node_times:
-            if seconds >= 0.05:
-                say(f"    node {label}: {seconds:.2f} s")
+        say(f"  the prompt: {executed if executed is not None else wall:.2f} s as ComfyUI reports it, "
+            f"{wall:.2f} s queue to done")
         say(f"  schedule plot (imports ComfyUI in this process): {plot_s:.1f} s")
-        if len(images) != 2:
-            raise DemoError(f"expected 2 images, ComfyUI saved {len(images)}", code=1)
+
+        say("\nWhat you got:")
+        if ckpt_name is None:
+            say(f"  {picture}")
+            say("  Digits 0-9 from a tiny LCM distilled on this kind of CPU (demo/lcm_digits/models/MODEL_CARD.md):")
+            for line in lines:
+                say(line)
+            say("  Same seed, same initial noise in every row; the pack runs diffusers' timesteps and noise stream.")
+            say("\nNext, with your own model (SD1.5 + LCM-LoRA; the files stay where they are, the demo links them):")
+            say("  make demo CKPT=/path/to/sd15.safetensors LORA=/path/to/lcm-lora-sdv1-5.safetensors")
+        else:
+            for image in images:
+                say(f"  {image}")
+            say(f"  txt2img in 4 LCM steps, then img2img at strength 0.5, on {ckpt_name}"
+                f"{' with ' + lora_name if lora_name else ' (no LoRA)'}.")
+        say("In your own ComfyUI: put this folder in ComfyUI/custom_nodes/, restart, then Workflow > Browse "
+            "Templates > lcm-multistep, or open example_workflows/lcm_txt2img_then_img2img.json; its note says "
+            "which files go where.")
         if args.keep_running:
             assert server.proc is not None
             say(f"\nComfyUI keeps running at {server.url} (base {base}); stop it with: kill -INT -- -{server.proc.pid}")

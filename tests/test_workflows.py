@@ -381,20 +381,47 @@ def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[st
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = run_demo("--size", "64", "--port", "0", "--out", str(tmp_path))
+def test_demo_runs_the_digit_model_by_default(tmp_path: Path) -> None:
+    """`make demo` with no model: digits at 1, 2, 4, 8 steps (the pack and ComfyUI's lcm) and img2img, one
+    labelled picture, each row read back by the digit model's classifier, and what to run next."""
+    from PIL import Image
+
+    result = run_demo("--port", "0", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    outputs = sorted(p.name for p in (tmp_path / "output").glob("*.png"))
-    assert outputs == ["lcm_img2img_00001_.png", "lcm_txt2img_00001_.png"]
-    assert (tmp_path / "lcm_schedules_4steps.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "output").glob("digits_*.png"))) == 9 * 10
+    with Image.open(tmp_path / "lcm_digits_demo.png") as picture:
+        assert picture.width > 900 and picture.height > 9 * 64
+    rows = {match.group(1).strip(): int(match.group(2)) for match in
+            re.finditer(r"^  (.+?) classifier reads [0-9 ]+: (\d+)/10 right$", result.stdout, re.M)}
+    assert len(rows) == 9, result.stdout
+    assert rows["LCM Multistep (this pack), 4 steps"] >= 9 and rows["img2img at strength 0.5 from the 4-step row"] >= 9
     assert "999, 759, 499, 259" in result.stdout and "999, 759, 519 or 499, 259" in result.stdout
-    assert "comfy-cli launch" in result.stdout
+    assert "comfy-cli launch" in result.stdout and "make demo CKPT=" in result.stdout
+    assert (tmp_path / "lcm_schedules_4steps.png").stat().st_size > 10_000
+
+
+def test_demo_runs_a_checkpoint_with_a_lora(tmp_path: Path) -> None:
+    """`make demo CKPT=... LORA=...`: the bundled txt2img -> img2img workflow on that model (the tiny
+    checkpoint and a tiny LoRA here), the LoRA in the workflow's LoraLoader."""
+    make = load_script("make_tiny_checkpoint")
+    ckpt = make.make_tiny_checkpoint(tmp_path / "models" / "tiny.safetensors")
+    lora = make.make_tiny_lora(tmp_path / "models" / "tiny-lora.safetensors")
+    out = tmp_path / "base"
+    result = run_demo("--ckpt", str(ckpt), "--lora", str(lora), "--size", "64", "--port", "0", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = sorted(p.name for p in (out / "output").glob("*.png"))
+    assert outputs == ["lcm_img2img_00001_.png", "lcm_txt2img_00001_.png"]
+    assert "on tiny.safetensors with tiny-lora.safetensors" in result.stdout
+    assert not (out / "custom_nodes" / "lcm-digits-demo").exists()
 
 
 def test_demo_refuses_bad_arguments_with_one_line(tmp_path: Path) -> None:
     result = run_demo("--ckpt", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == f"demo: --ckpt {tmp_path / 'missing.safetensors'}: no such file"
+    (tmp_path / "lora.safetensors").write_bytes(b"")
+    result = run_demo("--lora", str(tmp_path / "lora.safetensors"), "--out", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith("demo: --lora needs --ckpt")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
