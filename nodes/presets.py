@@ -54,6 +54,13 @@ LCM_LORA_QUOTE = "num_inference_steps=4, guidance_scale=0; 'reduce the number of
 FULL_LCM_NOTE = ("A full LCM UNet: load it with LCMUNetLoader, whose guidance_scale (the card's 8.0) goes into the "
                  "UNet; the sampler's cfg stays 1.")
 
+# diffusers' txt2img pipelines hand the UNet unit-variance noise at whatever timestep the list starts
+# with; ComfyUI scales an empty latent's noise by that timestep's sigma (sqrt(1 + sigma^2) only at
+# the top of the schedule), so below t = 999 the two start from differently scaled noise.
+LOW_START_NOTE = ("The card's schedule starts below t = 999: ComfyUI starts txt2img from noise scaled by that "
+                  "timestep's sigma, diffusers from unit-variance noise, so here the images are not diffusers' "
+                  "to the seed.")
+
 PRESETS: Tuple[Preset, ...] = (
     Preset("LCM-LoRA SD1.5", LCM, 4, 1.0, "huggingface.co/latent-consistency/lcm-lora-sdv1-5", LCM_LORA_QUOTE),
     Preset("LCM-LoRA SDXL", LCM, 4, 1.0, "huggingface.co/latent-consistency/lcm-lora-sdxl", LCM_LORA_QUOTE),
@@ -66,14 +73,14 @@ PRESETS: Tuple[Preset, ...] = (
            "num_inference_steps=4, guidance_scale=0, timesteps=[999, 749, 499, 249]",
            timesteps=(999, 749, 499, 249), config={"original_inference_steps": 100}),
     Preset("DMD2 SDXL 1-step", LCM, 1, 1.0, "huggingface.co/tianweiy/DMD2",
-           "num_inference_steps=1, guidance_scale=0, timesteps=[399]", timesteps=(399,)),
+           "num_inference_steps=1, guidance_scale=0, timesteps=[399]", timesteps=(399,), note=LOW_START_NOTE),
     Preset("Hyper-SD 1-step unified LoRA (TCD)", TCD, 1, 1.0, "huggingface.co/ByteDance/Hyper-SD",
            "TCDScheduler, num_inference_steps=1, guidance_scale=0, eta=1.0; 'Lower eta results in more detail for "
            "multi-steps inference'", gamma=1.0,
            note="The LoRA supports 1 to 8 steps: raise steps and lower gamma for more detail."),
     Preset("Hyper-SDXL 1-step UNet", LCM, 1, 1.0, "huggingface.co/ByteDance/Hyper-SD",
            "LCMScheduler, num_inference_steps=1, guidance_scale=0, timesteps=[800]", timesteps=(800,),
-           config={"original_inference_steps": 1000}),
+           config={"original_inference_steps": 1000}, note=LOW_START_NOTE),
     Preset("TCD-LoRA SD1.5 / SDXL", TCD, 4, 1.0, "huggingface.co/h1t/TCD-SD15-LoRA",
            "num_inference_steps=4, guidance_scale=0, eta=0.3; 'A value of 0.3 often yields good results'",
            gamma=0.3, note="The card recommends a higher gamma for more steps."),

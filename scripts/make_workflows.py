@@ -100,7 +100,7 @@ def lcm_nodes(model: Link, config_pos: Tuple[int, int], tcd_gamma: Optional[floa
     else:
         sampler = Node(7, "TCDSampler", (460, 600), (360, 80), "TCD Sampler (gamma = diffusers' eta)",
                        {"gamma": tcd_gamma}, {"config": (5, 0)})
-        timesteps = Node(6, "LCMTimesteps", (460, 720), (360, 220), "LCM Timesteps (scheduler tcd: 4 steps)",
+        timesteps = Node(6, "LCMTimesteps", (460, 740), (360, 220), "LCM Timesteps (scheduler tcd: 4 steps)",
                          {"steps": 4, "strength": 1.0, "scheduler": "tcd"}, {"config": (5, 0)})
     return [
         Node(4, "EmptyLatentImage", (460, 450), (360, 110)),

@@ -41,6 +41,21 @@ def test_diffusers_row() -> None:
     assert row in readme_rows()
 
 
+def test_tcd_row() -> None:
+    """TCD's own timesteps, and what diffusers' SD img2img pipelines run with it: the last
+    int(steps x strength) of the full schedule (their get_timesteps)."""
+    def tcd(steps: int) -> list[int]:
+        scheduler = diffusers.TCDScheduler()
+        scheduler.set_timesteps(steps)
+        return scheduler.timesteps.tolist()
+
+    full = tcd(4)
+    img2img = full[len(full) - int(len(full) * 0.5):]
+    row = (f"| **diffusers `TCDScheduler`** (this pack, `scheduler` tcd) | **{', '.join(map(str, full))}** "
+           f"| **{', '.join(map(str, tcd(2)))}** | **SD img2img pipelines: {', '.join(map(str, img2img))}** |")
+    assert row in readme_rows()
+
+
 @pytest.mark.parametrize(("label", "sampling", "scheduler"), COMFY_ROWS)
 def test_comfyui_rows(comfy, label: str, sampling: str, scheduler: str) -> None:
     model_sampling = comfy_host.sd15_model_samplings(comfy)[sampling]
