@@ -10,7 +10,9 @@
 #   make workflows   scripts/make_workflows.py: rewrite example_workflows/ from their descriptions
 #   make screenshots   scripts/screenshot_workflows.py: docs/<name>.png and the templates' thumbnails,
 #                    example_workflows/<name>.jpg, from ComfyUI's own front end in headless Chromium
-#   make bench   every benchmarks/bench_*.py (each exits non-zero when over its budget)
+#   make bench   every benchmarks/bench_*.py (each exits non-zero when over its budget; the
+#                quality table in its --quick form)
+#   make quality benchmarks/bench_quality.py: the full quality table -> benchmarks/results/quality.json
 #   make gpu-check  benchmarks/gpu_check.py: the CUDA checks (sync-free loop, speed at 512x512)
 #   make pack    `comfy node pack` -> node.zip (what the Comfy Registry receives)
 #   make check-install   scripts/check_install_paths.py: pip / comfy-cli / ComfyUI install paths
@@ -30,7 +32,7 @@ COMFY_QUIET := DO_NOT_TRACK=1 COMFY_NO_TELEMETRY=1 COMFY_NO_UPDATE_CHECK=1
 LOAD_ENV = env_lines="$$($(SETUP_ENV))"; eval "$$env_lines"; \
 	export VENV COMFYUI LCM_COMFYUI="$$COMFYUI" LCM_COMFYUI_2024="$$COMFYUI_2024"
 
-.PHONY: setup test lint demo run workflows screenshots bench gpu-check pack check-install
+.PHONY: setup test lint demo run workflows screenshots bench quality gpu-check pack check-install
 
 setup:
 	$(SETUP_ENV)
@@ -80,8 +82,13 @@ bench:
 	if [ $${#benches[@]} -eq 0 ]; then echo "bench: no benchmarks/bench_*.py" >&2; exit 1; fi
 	for bench in "$${benches[@]}"; do
 	  echo "== $$bench"
-	  "$$VENV/bin/python" "$$bench"
+	  # The full quality table takes minutes (make quality); its quick form checks the same gate.
+	  if [[ "$$bench" == */bench_quality.py ]]; then "$$VENV/bin/python" "$$bench" --quick; else "$$VENV/bin/python" "$$bench"; fi
 	done
+
+quality:
+	$(LOAD_ENV)
+	"$$VENV/bin/python" benchmarks/bench_quality.py
 
 gpu-check:
 	$(LOAD_ENV)

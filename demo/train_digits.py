@@ -400,20 +400,6 @@ def sample_lcm(unet: torch.nn.Module, lcm_core: Any, context: torch.Tensor, step
     return x
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) (Heusel et al. 2017), in float64.
-
-    tr((S_a S_b)^(1/2)) = sum of sqrt(eigenvalues) of the symmetric S_a^(1/2) S_b S_a^(1/2).
-    """
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
-    cross = np.sqrt(np.clip(middle, 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross)
-
-
 def evaluate(model_mod: Any, lcm_core: Any, maths: DiffusionMaths, teacher: torch.nn.Module,
              student: torch.nn.Module, table: torch.Tensor, classifier: torch.nn.Module, train_x: torch.Tensor,
              held_x: torch.Tensor, held_y: torch.Tensor, settings: Settings) -> Dict[str, Any]:
@@ -426,7 +412,7 @@ def evaluate(model_mod: Any, lcm_core: Any, maths: DiffusionMaths, teacher: torc
         images = model_mod.unpack(latents).clamp(-1, 1)
         probs = classifier(images).softmax(-1)
         return {
-            "fd": round(frechet_distance(features(images), held_features), 1),
+            "fd": round(model_mod.frechet_distance(features(images), held_features), 1),
             "class_accuracy": round(float((probs.argmax(-1) == wanted).float().mean()), 4),
             "mean_confidence": round(float(probs.gather(1, wanted[:, None]).mean()), 4),
         }
@@ -440,7 +426,7 @@ def evaluate(model_mod: Any, lcm_core: Any, maths: DiffusionMaths, teacher: torc
         null_context = table[model_mod.NULL_ROW].expand(len(wanted), 1, -1)
         results: Dict[str, Any] = {
             "classifier_held_out_accuracy": round(accuracy, 4),
-            "fd_train_vs_held_out": round(frechet_distance(features(train_x[pick]), held_features), 1),
+            "fd_train_vs_held_out": round(model_mod.frechet_distance(features(train_x[pick]), held_features), 1),
             "samples_per_model": settings.eval_samples,
         }
         for steps in (1, 2, 4):

@@ -197,10 +197,11 @@ def lcm_config(pack_nodes: Any, model: Any = None, **changes: Any) -> Any:
 
 
 @functools.cache
-def load_script(name: str) -> types.ModuleType:
-    """Import scripts/<name>.py (not a package) as a module, e.g. make_tiny_checkpoint."""
-    path = REPO_ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"lcm_scripts_{name}", path)
+def load_script(name: str, folder: str = "scripts") -> types.ModuleType:
+    """Import <folder>/<name>.py (not a package) as a module, e.g. scripts/make_tiny_checkpoint.py
+    or benchmarks/bench_quality.py."""
+    path = REPO_ROOT / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"lcm_{folder}_{name}", path)
     if spec is None or spec.loader is None:
         raise ComfyHostError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)

@@ -2,7 +2,7 @@
 
 Shared by the demo nodes (demo_nodes.py) and the training script (demo/train_digits.py). It
 holds no training code. ComfyUI must be importable (`comfy` on sys.path) when a model is built;
-importing this module only needs torch.
+importing this module only needs torch and numpy.
 
 Data: scikit-learn's 8x8 digits (UCI ML hand-written digits; pixel values 0..16), scaled to
 [-1, 1] and packed loss-free into a 4x4x4 "latent" with pixel_unshuffle(2): latent channel
@@ -23,6 +23,7 @@ import functools
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -217,3 +218,18 @@ def load_classifier(weights: Optional[Dict[str, torch.Tensor]] = None) -> DigitC
     classifier = DigitClassifier()
     classifier.load_state_dict(weights if weights is not None else load_weights(CLASSIFIER_FILE), strict=True)
     return classifier.eval().requires_grad_(False)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance of two feature sets (rows are samples), the quality metric of the demo:
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) (Heusel et al. 2017), in float64.
+
+    tr((S_a S_b)^(1/2)) = sum of sqrt(eigenvalues) of the symmetric S_a^(1/2) S_b S_a^(1/2).
+    """
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    cross = np.sqrt(np.clip(middle, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross)
