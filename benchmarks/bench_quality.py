@@ -196,14 +196,7 @@ def measure(bench: Bench, plan: List[Dict[str, Any]], seeds: int) -> List[Dict[s
 
 
 def describe(row: Dict[str, Any]) -> str:
-    name = f"{row['model']}, {row['sampler']}"
-    if row["sampler"] == "lcm":
-        name += f" + {row['scheduler']} ({'ModelSamplingDiscrete lcm' if row['model_sampling'] == 'lcm' else 'unpatched'})"
-    elif row["sampler"] in ("ddim", "euler"):
-        name += f" + {row['scheduler']}"
-    if row["gamma"] is not None:
-        name += f", gamma {row['gamma']:g}"
-    return f"{name}, {row['steps']} step{'s' if row['steps'] > 1 else ''}"
+    return f"{row['model']}, {table_sampler(row)}, {row['steps']} step{'s' if row['steps'] > 1 else ''}"
 
 
 def markdown_table(rows: List[Dict[str, Any]]) -> str:
