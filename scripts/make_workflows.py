@@ -83,6 +83,16 @@ LCM_LORA_SD15 = "lcm-lora-sdv1-5.safetensors"
 # Node ids 1-14 are those of the first release's files (saved copies of users keep them).
 
 
+def checkpoint_and_lora(title: str, lora_name: str) -> List[Node]:
+    """An SD1.5 checkpoint (node 1) and a LoRA on its MODEL and CLIP (node 15): the LoRA graphs' first column."""
+    return [
+        Node(1, "CheckpointLoaderSimple", (40, 60), (370, 100),
+             widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
+        Node(15, "LoraLoader", (40, 200), (370, 130), title,
+             {"lora_name": lora_name, "strength_model": 1.0, "strength_clip": 1.0}, {"model": (1, 0), "clip": (1, 1)}),
+    ]
+
+
 def prompts(clip: Link) -> List[Node]:
     return [
         Node(2, "CLIPTextEncode", (460, 60), (400, 160), "Positive prompt", {"text": PROMPT}, {"clip": clip}),
@@ -165,11 +175,7 @@ WORKFLOWS = (
     Workflow(
         "lcm_txt2img_then_img2img", 1,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (40, 60), (370, 100),
-                 widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
-            Node(15, "LoraLoader", (40, 200), (370, 130), "LCM-LoRA",
-                 {"lora_name": LCM_LORA_SD15, "strength_model": 1.0, "strength_clip": 1.0},
-                 {"model": (1, 0), "clip": (1, 1)}),
+            *checkpoint_and_lora("LCM-LoRA", LCM_LORA_SD15),
             *prompts(clip=(15, 1)),
             *lcm_nodes(model=(15, 0), config_pos=(40, 400)),
             *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="lcm_txt2img"),
@@ -202,11 +208,7 @@ WORKFLOWS = (
     Workflow(
         "tcd_txt2img", 3,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (40, 60), (370, 100),
-                 widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
-            Node(15, "LoraLoader", (40, 200), (370, 130), "TCD-LoRA",
-                 {"lora_name": TCD_LORA_SD15, "strength_model": 1.0, "strength_clip": 1.0},
-                 {"model": (1, 0), "clip": (1, 1)}),
+            *checkpoint_and_lora("TCD-LoRA", TCD_LORA_SD15),
             *prompts(clip=(15, 1)),
             *lcm_nodes(model=(15, 0), config_pos=(40, 400), tcd_gamma=0.3),
             *decode_and_save(9, samples=(8, 0), vae=(1, 2), y=60, prefix="tcd_txt2img"),
@@ -217,11 +219,7 @@ WORKFLOWS = (
     Workflow(
         "ksampler_lcm_lora", 4,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (40, 60), (370, 100),
-                 widgets={"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
-            Node(15, "LoraLoader", (40, 200), (370, 130), "LCM-LoRA",
-                 {"lora_name": LCM_LORA_SD15, "strength_model": 1.0, "strength_clip": 1.0},
-                 {"model": (1, 0), "clip": (1, 1)}),
+            *checkpoint_and_lora("LCM-LoRA", LCM_LORA_SD15),
             *prompts(clip=(15, 1)),
             Node(4, "EmptyLatentImage", (460, 450), (360, 110)),
             Node(8, "KSampler", (900, 60), (440, 480), "KSampler (lcm_diffusers)",
