@@ -9,8 +9,9 @@ widget, the Run button. `ConsoleLog` records the page's console errors and tells
 this closed test environment always produces (each listed with its cause in
 ENVIRONMENT_ERRORS) from the rest, which a test reports.
 
-Written against front end 1.32.9 (the one ComfyUI 0.3.75 pins); the helpers read the
-page's objects (window.app, window.LiteGraph) where the DOM would be brittle.
+Written against front end 1.32.9 (the one ComfyUI 0.3.75 pins, which CI runs) and 1.48.7 (ComfyUI
+0.33.0's, run by hand): roles, labels and the page's objects (window.app, window.LiteGraph) where
+the DOM would be brittle, and a comment at each place where the two differ.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def _text(pattern: str, *, kind: str = "error") -> Callable[[ConsoleEntry], bool
 
 
 # Each entry was seen on the tests' server (front end 1.32.9, ComfyUI 0.3.75, a fresh user folder,
-# no network); the start-up ones (404s, the TypeError) on a server with no custom node at all too.
+# no network; those marked 1.48.7 on ComfyUI 0.33.0); the start-up ones (404s, the TypeError, the
+# graph read before initialization) on a server with no custom node at all too.
 # Anything else is reported.
 ENVIRONMENT_ERRORS = (
     KnownError("the front end asks for the optional user stylesheets; a fresh user folder has none",
@@ -116,6 +118,7 @@ ENVIRONMENT_ERRORS = (
     KnownError("a fresh user folder has no saved workflows, subgraphs or workflow templates yet",
                _missing("/api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
                         "/api/userdata?dir=subgraphs%2F&recurse=true&split=false&full_info=true",
+                        "/api/userdata?dir=subgraphs&recurse=true&split=false&full_info=true",  # 1.48.7
                         "/api/userdata/comfy.templates.json")),
     KnownError("ComfyUI's core templates come from the optional package comfyui-workflow-templates, "
                "which the test environment does not install",
@@ -126,11 +129,14 @@ ENVIRONMENT_ERRORS = (
                "(GraphView's load, settings store onChange), with or without custom nodes",
                _text(r"TypeError: Cannot read properties of undefined \(reading 'id'\)\s+at onChange .*"
                      r"at load \(\S+/assets/GraphView-[\w-]+\.js:.*")),
+    KnownError("front end 1.48.7 reads a setting before its graph exists, at start-up (settingStore), "
+               "with or without custom nodes (seen on ComfyUI 0.33.0 with an empty custom_nodes folder)",
+               _text(r"ComfyApp graph accessed before initialization")),
     KnownError("the test server runs with --disable-api-nodes, whose Content-Security-Policy (connect-src "
                "'self') blocks the front end's Comfy Registry look-up of the node packs a workflow names "
-               "(cnr_id); there is no network here either",
+               "(cnr_id; ComfyUI 0.33.0 also allows data: there); there is no network here either",
                _text(r"Connecting to 'https://api\.comfy\.org/nodes\?[^']*' violates the following Content "
-                     r"Security Policy directive: \"connect-src 'self'\"\. The action has been blocked\.")),
+                     r"Security Policy directive: \"connect-src 'self'( data:)?\"\. The action has been blocked\.")),
 )
 
 
@@ -245,9 +251,10 @@ _INSTRUMENT = """() => {
     }
   }).observe(document.body, {childList: true, subtree: true});
 }"""
+# Node ids as text throughout (1.48.7 may hold them as strings, 1.32.9 as numbers).
 _GRAPH_STATE = """() => ({
   nodes: app.graph.nodes.map(n => ({
-    id: n.id, type: n.type, title: n.title, pos: [...n.pos], size: [...n.size],
+    id: String(n.id), type: n.type, title: n.title, pos: [...n.pos], size: [...n.size],
     bounding: [...n.boundingRect], registered: n.type in LiteGraph.registered_node_types,
     widgets: (n.widgets || []).filter(w => w.serialize !== false).map(w => ({
       name: w.name, value: w.value, advanced: w.options?.advanced === true,
@@ -255,7 +262,8 @@ _GRAPH_STATE = """() => ({
       drawn_at: w.last_y ?? null, height: w.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT,
     })),
   })),
-  links: app.graph.serialize().links.map(l => l.slice(1)),
+  links: app.graph.serialize().links.map(([, from, fromSlot, to, toSlot, type]) =>
+    [String(from), fromSlot, String(to), toSlot, type]),
   groups: app.graph.groups.map(g => ({title: g.title, bounding: [...g._bounding],
                                       title_height: g.titleHeight ?? LiteGraph.NODE_TITLE_HEIGHT})),
 })"""
@@ -275,6 +283,36 @@ _SCREEN_POINT = """([nodeId, what, name]) => {
   const [x, y] = app.canvas.ds.convertOffsetToCanvas(point);
   const rect = app.canvas.canvas.getBoundingClientRect();
   return [x + rect.left, y + rect.top];
+}"""
+
+# The node search's entries as {name, category}: 1.32.9 puts the name in aria-label and the path in
+# .option-category ("sampling > custom_sampling > lcm"); 1.48.7 shows the name as the first line of
+# the entry and the path ("sampling / custom_sampling / lcm") on a later one, after the pack's badge.
+_SEARCH_OPTIONS = """() => [...document.querySelectorAll('[role="option"]')].map(option => {
+  const lines = option.innerText.split('\\n').map(line => line.trim()).filter(Boolean);
+  return {
+    name: option.getAttribute('aria-label') ?? lines[0],
+    category: option.querySelector('.option-category')?.innerText.trim()
+      ?? lines.slice(1).find(line => line.includes(' / ')) ?? null,
+  };
+})"""
+
+# The names of a node-library folder's children. 1.32.9 (PrimeVue Tree) nests them in the folder's
+# [role=group] with the name in aria-label; 1.48.7 (a flat, virtualised tree) lists them after the
+# folder, one aria-level deeper, the name as the row's text (beside a Bookmark button).
+_TREE_CHILDREN = """folder => {
+  const nested = folder.querySelector('[role="group"]');
+  if (nested) {
+    return [...nested.querySelectorAll(':scope > [role="treeitem"]')].map(item => item.getAttribute('aria-label'));
+  }
+  const level = Number(folder.getAttribute('aria-level'));
+  const names = [];
+  for (let item = folder.nextElementSibling; item; item = item.nextElementSibling) {
+    const itemLevel = Number(item.getAttribute('aria-level'));
+    if (!(itemLevel > level)) break;
+    if (itemLevel === level + 1) names.push(item.innerText.trim().split('\\n')[0].trim());
+  }
+  return names;
 }"""
 
 _GRAPH_BOUNDS = """() => {
@@ -298,9 +336,17 @@ class ComfyPage:
 
     # -- start-up -----------------------------------------------------------
     def open(self) -> None:
+        answer = self.page.request.get(f"{self.url}/api/settings/Comfy.TutorialCompleted")
+        first_start = not (answer.ok and answer.json())
         self.page.goto(self.url)
         self.page.wait_for_function("() => window.app?.graph && window.LiteGraph && app.canvas?.ds")
         self.page.evaluate(_INSTRUMENT)
+        if first_start:
+            # On a user's first start both front ends open the templates browser by themselves, some
+            # time after the graph exists (1.48.7 later than 1.32.9): wait for it and close it, so
+            # that it never covers what a test clicks next.
+            self.templates_dialog().wait_for(state="visible")
+            self.close_templates_dialog()
 
     def mark(self) -> Mark:
         """Where the page's record of problems stands now (see problems_since)."""
@@ -336,26 +382,45 @@ class ComfyPage:
         self.close_templates_dialog()
         closable = self.page.locator(".p-dialog").filter(has=self.page.locator("button[aria-label='Close']"))
         toasts = self.page.locator(".p-toast-message")
-        for close in [*closable.locator("button[aria-label='Close']").all(),
-                      *toasts.locator(".p-toast-close-button").all()]:
-            if close.is_visible():
-                close.click(force=True)  # also while it still moves in (an opening animation)
+        error_overlays = self.page.get_by_test_id("error-overlay")  # 1.48.7
+        # Toasts first: they lie over 1.48.7's error overlay. One at a time, found again after each:
+        # closing one moves the others (a stack of toasts).
+        for close_buttons in (toasts.locator(".p-toast-close-button"), closable.locator("button[aria-label='Close']"),
+                              error_overlays.get_by_role("button", name="Close")):
+            for _ in range(20):
+                visible = close_buttons.locator("visible=true")
+                if not visible.count():
+                    break
+                button = visible.first.element_handle()
+                button.click(force=True)  # also while it still moves in (an opening animation)
+                button.wait_for_element_state("hidden")
         _expect(closable).to_have_count(0)  # closing animations included
         _expect(toasts).to_have_count(0)
+        _expect(error_overlays.locator("visible=true")).to_have_count(0)
 
     def dialog_texts(self) -> list[str]:
         """The text of every open dialog (PrimeVue's .p-dialog), e.g. the missing-nodes one."""
         return [text.strip() for text in self.page.locator(".p-dialog").all_inner_texts()]
 
     def missing_nodes_dialog(self) -> str | None:
-        """The text of the "This workflow has missing nodes" dialog when it is open, else None."""
+        """What the front end shows about missing nodes, else None: 1.32.9's "This workflow has
+        missing nodes" dialog, or 1.48.7's missing-node group in the details of its error overlay
+        ("N errors found", View details: the properties panel's Errors tab)."""
         dialog = self.page.locator('.p-dialog[aria-labelledby="global-missing-nodes"]')
         if dialog.count():
             return dialog.inner_text()
         for text in self.dialog_texts():
             if "missing nodes" in text.lower():
                 return text
-        return None
+        overlay = self.page.get_by_test_id("error-overlay")
+        if not (overlay.count() and overlay.is_visible()):
+            return None
+        overlay.get_by_role("button", name="View details").click()
+        try:
+            group = self.page.get_by_test_id("error-group-missing-node")
+            return group.inner_text() if group.count() else None
+        finally:
+            self.page.get_by_role("button", name="Toggle properties panel").click()
 
     # -- loading workflows ------------------------------------------------
     def wait_for_graph(self, workflow: dict[str, Any]) -> None:
@@ -402,7 +467,8 @@ class ComfyPage:
         self._wait_for_load(before, workflow)
 
     def graph(self) -> dict[str, Any]:
-        """Nodes (with their widgets as the front end holds them), links and groups on the canvas."""
+        """Nodes (with their widgets as the front end holds them), links and groups on the canvas; node
+        ids as text, links as [from id, from slot, to id, to slot, type]."""
         return self.page.evaluate(_GRAPH_STATE)
 
     def clear_graph(self) -> None:
@@ -424,17 +490,26 @@ class ComfyPage:
         # A pause in each click: LiteGraph (CanvasPointer) takes two presses for a double click only
         # when their event times differ (0 < dt < 300 ms), and back-to-back synthetic presses can
         # carry the same time stamp.
+        # 1.32.9: an input in .comfy-vue-node-search-container; 1.48.7: the "Add a node..." combobox.
+        search = self.page.locator(".comfy-vue-node-search-container input").or_(
+            self.page.get_by_role("combobox", name="Add a node..."))
         self.page.mouse.dblclick(x, y, delay=30)
-        search = self.page.locator(".comfy-vue-node-search-container input")
         # Into the box once it has the focus: keys that reach the canvas are shortcuts (m: models, ...).
         _expect(search).to_be_focused()
         search.press_sequentially(display_name)
-        option = self.page.locator(f'li[role="option"][aria-label="{display_name}"]')
-        category = option.locator(".option-category").inner_text()
-        option.click()
+        # The entry of exactly that name, once the list shows it (the list follows the typing).
+        found = self.page.wait_for_function(
+            f"name => {{ const options = ({_SEARCH_OPTIONS})(); "
+            "const i = options.findIndex(o => o.name === name); return i < 0 ? false : [i, options[i].category]; }",
+            arg=display_name).json_value()
+        index, category = found
+        self.page.get_by_role("option").nth(index).click()
         self.page.wait_for_function("() => app.graph.nodes.length === 1")
         added = self.page.evaluate("() => app.graph.nodes[0].type")
         self.clear_graph()
+        # 1.48.7 stays in a state after adding from its search in which the canvas shows no tooltip
+        # and takes the next double click as nothing; Escape, as a user would press, ends it.
+        self.page.keyboard.press("Escape")
         return category, added
 
     def node_library(self, path: tuple[str, ...]) -> list[str]:
@@ -442,15 +517,15 @@ class ComfyPage:
         button = self.page.get_by_role("button", name=re.compile(r"^Node Library"))
         button.click()
         try:
-            folder = self.page
             for name in path:
-                folder = folder.locator(f'[role="treeitem"][aria-label="{name}"]').first
+                folder = self.page.get_by_role("treeitem", name=name, exact=True).first
                 if folder.get_attribute("aria-expanded") != "true":
-                    folder.locator(".p-tree-node-content").first.click()
+                    # 1.32.9 nests the children inside the item: click its own row, not a child.
+                    row = folder.locator(".p-tree-node-content").first
+                    (row if row.count() else folder).click()
                 self.page.wait_for_function("item => item.getAttribute('aria-expanded') === 'true'",
                                             arg=folder.element_handle())
-            return folder.locator('[role="group"] > [role="treeitem"]').evaluate_all(
-                "items => items.map(item => item.getAttribute('aria-label'))")
+            return folder.evaluate(_TREE_CHILDREN)
         finally:
             button.click()
 
@@ -458,7 +533,8 @@ class ComfyPage:
     def hover_tooltip(self, node_id: int, what: str, name: str) -> str:
         """Hover a node's widget (``what`` "widget") or input slot ("slot"); the tooltip text shown."""
         self.page.mouse.move(1, 1)
-        self.page.locator(".node-tooltip").wait_for(state="detached")
+        # Hidden, not gone: 1.48.7 keeps the (empty) tooltip element in the page.
+        self.page.locator(".node-tooltip").wait_for(state="hidden")
         x, y = self.page.evaluate(_SCREEN_POINT, [node_id, what, name])
         self.wait_for_canvas_at(x, y)
         self.page.mouse.move(x - 3, y)
@@ -480,8 +556,10 @@ class ComfyPage:
         }""", [node_id, name, value])
 
     def run(self) -> None:
-        """The Run (queue) button of the action bar."""
-        self.page.get_by_role("button", name="Run", exact=True).click()
+        """The Run (queue) button of the action bar. 1.48.7 names its run-mode menu "Run" too; its
+        queue button is the one with data-testid queue-button."""
+        queue = self.page.get_by_test_id("queue-button")
+        (queue if queue.count() else self.page.get_by_role("button", name="Run", exact=True)).click()
 
     def wait_for_image_previews(self, node_ids: list[int], timeout_ms: int = 180_000) -> list[dict[str, Any]]:
         """Until each node shows a loaded image preview (node.imgs); their src and pixel sizes."""
