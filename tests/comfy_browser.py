@@ -379,6 +379,8 @@ class ComfyPage:
 
     def close_dialogs(self) -> None:
         """Close the templates browser, any other open dialog and any toast (their close buttons)."""
+        from playwright.sync_api import Error as PlaywrightError
+
         self.close_templates_dialog()
         closable = self.page.locator(".p-dialog").filter(has=self.page.locator("button[aria-label='Close']"))
         toasts = self.page.locator(".p-toast-message")
@@ -392,8 +394,11 @@ class ComfyPage:
                 if not visible.count():
                     break
                 button = visible.first.element_handle()
-                button.click(force=True)  # also while it still moves in (an opening animation)
-                button.wait_for_element_state("hidden")
+                try:
+                    button.click(force=True)  # also while it still moves in (an opening animation)
+                    button.wait_for_element_state("hidden", timeout=3000)
+                except PlaywrightError:
+                    pass  # a click during the opening animation can miss, or the button went: look again
         _expect(closable).to_have_count(0)  # closing animations included
         _expect(toasts).to_have_count(0)
         _expect(error_overlays.locator("visible=true")).to_have_count(0)
@@ -487,12 +492,12 @@ class ComfyPage:
         box = self.page.locator("#graph-canvas").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         self.wait_for_canvas_at(x, y)
-        # A pause in each click: LiteGraph (CanvasPointer) takes two presses for a double click only
-        # when their event times differ (0 < dt < 300 ms), and back-to-back synthetic presses can
-        # carry the same time stamp.
         # 1.32.9: an input in .comfy-vue-node-search-container; 1.48.7: the "Add a node..." combobox.
         search = self.page.locator(".comfy-vue-node-search-container input").or_(
             self.page.get_by_role("combobox", name="Add a node..."))
+        # A pause in each click: LiteGraph (CanvasPointer) takes two presses for a double click only
+        # when their event times differ (0 < dt < 300 ms), and back-to-back synthetic presses can
+        # carry the same time stamp.
         self.page.mouse.dblclick(x, y, delay=30)
         # Into the box once it has the focus: keys that reach the canvas are shortcuts (m: models, ...).
         _expect(search).to_be_focused()
