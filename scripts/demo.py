@@ -684,8 +684,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  txt2img in 4 LCM steps, then img2img at strength 0.5, on {ckpt_name}"
                 f"{' with ' + lora_name if lora_name else ' (no LoRA)'}.")
         say("In your own ComfyUI: put this folder in ComfyUI/custom_nodes/, restart, then Workflow > Browse "
-            "Templates > lcm-multistep, or open example_workflows/lcm_txt2img_then_img2img.json; its note says "
-            "which files go where.")
+            "Templates (or the Templates button) > lcm-multistep, or open "
+            "example_workflows/lcm_txt2img_then_img2img.json; its note says which files go where.")
         if args.keep_running:
             assert server.proc is not None
             say(f"\nComfyUI keeps running at {server.url} (base {base}); stop it with: kill -INT -- -{server.proc.pid}")
