@@ -18,7 +18,7 @@ steps, then img2img at strength 0.5, on your checkpoint (with --lora in its Lora
 LCM-LoRA; without one the LoraLoader is taken out, as for a full LCM checkpoint).
 
 Either way it:
-1. makes a ComfyUI base directory (default ~/.cache/lcm-multistep/demo) with this repository
+1. makes a ComfyUI base directory (default $LCM_CACHE/demo, ~/.cache/lcm-multistep/demo) with this repository
    linked into custom_nodes/ (and the digit demo's folder, in the default mode);
 2. starts ComfyUI on 127.0.0.1 with comfy-cli (`comfy --skip-prompt --workspace TREE launch --
    ...`), or with `python main.py` when comfy-cli cannot launch it; on the GPU when torch sees
@@ -58,7 +58,8 @@ DIGITS_DIR = REPO_ROOT / "demo" / "lcm_digits"
 DIGITS_FOLDER = "lcm-digits-demo"
 DIGIT_STEPS = (1, 2, 4, 8)
 DIGITS_PICTURE = "lcm_digits_demo.png"
-DEFAULT_OUT = Path.home() / ".cache" / "lcm-multistep" / "demo"
+# Beside the environment that scripts/setup_env.sh builds ($LCM_CACHE, default ~/.cache/lcm-multistep).
+DEFAULT_OUT = Path(os.environ.get("LCM_CACHE") or Path.home() / ".cache" / "lcm-multistep") / "demo"
 # comfy-cli: no telemetry prompt, no telemetry, no update check. `comfy launch` also
 # refreshes a "knowledge" bundle from the cloud in a background thread unless
 # COMFY_KNOWLEDGE_FILE names a local one: an empty file keeps the demo offline.
