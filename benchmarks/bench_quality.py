@@ -207,10 +207,10 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     for row in rows:
         label = " | ".join([row["model"], table_sampler(row), str(row["cfg"])])
         lines.setdefault(label, {})[row["steps"]] = f"{row['fd_mean']:.1f} ({row['fd_std']:.1f})"
-    header = ["model | sampler | cfg | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in steps),
-              "|".join(["---"] * (3 + len(steps)))]
-    body = [label + " | " + " | ".join(cells.get(n, "") for n in steps) for label, cells in lines.items()]
-    return "\n".join(f"| {line} |" if not line.startswith("-") else f"|{line}|" for line in header + body) + "\n"
+    header = "| model | sampler | cfg | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in steps) + " |"
+    separator = "|" + "---|" * (3 + len(steps))
+    body = [f"| {label} | " + " | ".join(cells.get(n, "") for n in steps) + " |" for label, cells in lines.items()]
+    return "\n".join([header, separator, *body]) + "\n"
 
 
 def table_sampler(row: Dict[str, Any]) -> str:
