@@ -13,7 +13,8 @@ the CPU, filled by comfy_host.seeded_init_ (ComfyUI builds its layers without an
   (comfy.model_detection.convert_diffusers_mmdit, what its loader runs on a diffusers-format Flux).
 
 `diffusers_reference` runs the family's real diffusers pipeline (StableDiffusion3Pipeline /
-StableDiffusion3Img2ImgPipeline, FluxPipeline / FluxImg2ImgPipeline, WanPipeline) on prompt
+StableDiffusion3Img2ImgPipeline, FluxPipeline / FluxImg2ImgPipeline, WanPipeline; Flux img2img at
+cfg 1 only, see below) on prompt
 embeddings with no VAE decode (output_type="latent") and returns the latents in ComfyUI's layout,
 converted by the ComfyUI model's own latent format (process_out; Flux unpacked first). The
 generator convention: ONE torch.Generator("cpu").manual_seed(seed) draws the initial noise (the
@@ -23,7 +24,9 @@ pass their generator to scheduler.step, so a scheduler that draws noise there mu
 
 The SD3 img2img pipeline reads `vae.config.latent_channels` before it decides whether its `image` is
 already latents, so it gets a tiny AutoencoderKL whose config is read and whose weights never run
-(16-channel input is taken as latents as they are). FluxImg2ImgPipeline runs with vae=None.
+(16-channel input is taken as latents as they are). FluxImg2ImgPipeline runs with vae=None, but
+turns true CFG on only for a text negative_prompt (which needs its text encoders), so Flux img2img is
+referenced at cfg 1 and a cfg > 1 request is refused rather than silently run at cfg 1.
 """
 
 from __future__ import annotations
@@ -313,10 +316,17 @@ def diffusers_reference(pair: FlowPair, scheduler: Any, *, seed: int, steps: int
     else:
         cls = diffusers.FluxPipeline
         if image is not None:
+            if cfg != 1.0:
+                # FluxImg2ImgPipeline (0.36.0) turns true CFG on only for a text negative_prompt
+                # (do_true_cfg = true_cfg_scale > 1 and negative_prompt is not None): with embeddings
+                # it would silently run cfg 1.
+                raise ValueError(f"cfg={cfg}: FluxImg2ImgPipeline runs true CFG only from a text negative_prompt; "
+                                 "use cfg=1.0 for Flux img2img")
             cls = diffusers.FluxImg2ImgPipeline
             call.update(image=latent_format.process_in(image), strength=strength)
         pipe = _pipeline(cls, transformer=pair.transformer, scheduler=scheduler)
-        call.update(guidance_scale=FLUX_GUIDANCE, true_cfg_scale=cfg, pooled_prompt_embeds=p.pooled, negative_pooled_prompt_embeds=p.negative_pooled)
+        call.update(guidance_scale=FLUX_GUIDANCE, true_cfg_scale=cfg, pooled_prompt_embeds=p.pooled,
+                    negative_pooled_prompt_embeds=p.negative_pooled)
     with torch.no_grad():
         output = pipe(**call)
     latents = output.frames if pair.family == "wan" else output.images
