@@ -66,6 +66,15 @@ def models(comfy: comfy_host.ComfyModules) -> tuple:
 
 
 @pytest.fixture(scope="session")
+def flow_pairs(comfy: comfy_host.ComfyModules) -> dict:
+    """{"sd3" | "flux" | "wan": flow_models.FlowPair}: tiny flow transformers (seed 0) in diffusers and as
+    ComfyUI's own model classes, built once per session (tests/flow_models.py)."""
+    import flow_models
+
+    return {family: flow_models.PAIRS[family](seed=0) for family in flow_models.FAMILIES}
+
+
+@pytest.fixture(scope="session")
 def comfy_server() -> Iterator[comfy_host.ComfyServer]:
     """One ComfyUI server per session, on 127.0.0.1, with the repo in custom_nodes/."""
     _require_tree()

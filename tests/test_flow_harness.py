@@ -23,15 +23,10 @@ REL = 1e-4
 FORWARD_REL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def pairs(comfy):
-    return {family: fm.PAIRS[family](seed=0) for family in fm.FAMILIES}
-
-
 @pytest.mark.parametrize("family", fm.FAMILIES)
-def test_forward_pass_agrees(comfy, pairs, family):
+def test_forward_pass_agrees(comfy, flow_pairs, family):
     """ComfyUI's own model class and diffusers' transformer, same weights and inputs, batch 2."""
-    pair = pairs[family]
+    pair = flow_pairs[family]
     p = fm.prompt(family)
     x = torch.randn(pair.latent_shape(2), generator=torch.Generator().manual_seed(3))
     sigma = torch.tensor([0.7, 0.3])
@@ -60,20 +55,20 @@ def test_forward_pass_agrees(comfy, pairs, family):
     assert (expected[0] - expected[1]).abs().max() > 1e-2  # the inputs reach the output
 
 
-def test_models_load_as_comfyuis_own_classes(pairs):
-    kinds = {family: type(pair.model.model).__name__ for family, pair in pairs.items()}
+def test_models_load_as_comfyuis_own_classes(flow_pairs):
+    kinds = {family: type(pair.model.model).__name__ for family, pair in flow_pairs.items()}
     assert kinds == {"sd3": "SD3", "flux": "Flux", "wan": "WAN21"}
-    shifts = {family: pair.model.get_model_object("model_sampling").shift for family, pair in pairs.items()}
+    shifts = {family: pair.model.get_model_object("model_sampling").shift for family, pair in flow_pairs.items()}
     assert shifts == {"sd3": 3.0, "flux": 1.15, "wan": 8.0}
 
 
-def test_latent_layouts_are_the_published_vaes(pairs):
+def test_latent_layouts_are_the_published_vaes(flow_pairs):
     """ComfyUI's latent formats hold the VAE constants the pipelines decode with (SD3.5's and FLUX.1's
     vae/config.json; Wan 2.1's are diffusers' AutoencoderKLWan defaults)."""
-    sd3, flux = pairs["sd3"].model.model.latent_format, pairs["flux"].model.model.latent_format
+    sd3, flux = flow_pairs["sd3"].model.model.latent_format, flow_pairs["flux"].model.model.latent_format
     assert (sd3.scale_factor, sd3.shift_factor) == (1.5305, 0.0609)
     assert (flux.scale_factor, flux.shift_factor) == (0.3611, 0.1159)
-    wan = pairs["wan"].model.model.latent_format
+    wan = flow_pairs["wan"].model.model.latent_format
     defaults = inspect.signature(diffusers.AutoencoderKLWan.__init__).parameters
     assert wan.scale_factor == 1.0
     for name in ("latents_mean", "latents_std"):  # ComfyUI holds them as float32 tensors
@@ -93,36 +88,36 @@ def _euler_parity(comfy, pair, *, seed, steps, cfg=1.0, batch=1, image=None, str
 
 @pytest.mark.parametrize("family", fm.FAMILIES)
 @pytest.mark.parametrize(("steps", "cfg", "batch"), [(4, 1.0, 1), (3, 2.0, 2)], ids=("cfg1-b1", "cfg2-b2"))
-def test_euler_matches_the_pipeline(comfy, pairs, family, steps, cfg, batch):
+def test_euler_matches_the_pipeline(comfy, flow_pairs, family, steps, cfg, batch):
     """Flux cfg 2 is FluxPipeline's true_cfg_scale with the guidance embedding at 3.5 in both passes."""
-    error, reference = _euler_parity(comfy, pairs[family], seed=42, steps=steps, cfg=cfg, batch=batch)
+    error, reference = _euler_parity(comfy, flow_pairs[family], seed=42, steps=steps, cfg=cfg, batch=batch)
     assert error < REL
     if batch == 2:  # one noise draw of the whole batch: the images differ
         assert (reference[0] - reference[1]).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize(("family", "cfg"), [("sd3", 2.0), ("flux", 1.0)])
-def test_euler_img2img_matches_the_img2img_pipeline(comfy, pairs, family, cfg):
+def test_euler_img2img_matches_the_img2img_pipeline(comfy, flow_pairs, family, cfg):
     """StableDiffusion3Img2ImgPipeline / FluxImg2ImgPipeline at strength 0.5 from a ComfyUI LATENT,
     batch 2 (Flux at cfg 1: see flow_models' docstring)."""
-    pair = pairs[family]
+    pair = flow_pairs[family]
     start = torch.randn(pair.latent_shape(2), generator=torch.Generator().manual_seed(5))
     error, _ = _euler_parity(comfy, pair, seed=3, steps=4, cfg=cfg, batch=2, image=start, strength=0.5)
     assert error < REL
 
 
-def test_other_seed_gives_other_latents(comfy, pairs):
+def test_other_seed_gives_other_latents(comfy, flow_pairs):
     """The parity above is not vacuous: the seed reaches the latents."""
-    pair = pairs["sd3"]
+    pair = flow_pairs["sd3"]
     first, _ = fm.diffusers_reference(pair, fm.flow_euler_scheduler(pair), seed=1, steps=2)
     second, _ = fm.diffusers_reference(pair, fm.flow_euler_scheduler(pair), seed=2, steps=2)
     assert (first - second).abs().max() > 1e-2
 
 
-def test_flow_lcm_reference_is_a_function_of_the_seed(pairs):
+def test_flow_lcm_reference_is_a_function_of_the_seed(flow_pairs):
     """The generator convention: with the wrapper the run ignores torch's global RNG; without it
     (plain diffusers) the step noise comes from the global RNG, so the wrapper is what makes it exact."""
-    pair = pairs["sd3"]
+    pair = flow_pairs["sd3"]
     runs = []
     for global_seed in (0, 1):
         torch.manual_seed(global_seed)

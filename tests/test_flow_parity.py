@@ -32,11 +32,6 @@ CASES = [(1, 1.0, 1), (2, 2.0, 2), (4, 1.0, 2), (8, 2.0, 1)]
 CASE_IDS = [f"{steps}steps-cfg{cfg:g}-b{batch}" for steps, cfg, batch in CASES]
 
 
-@pytest.fixture(scope="module")
-def pairs(comfy):
-    return {family: fm.PAIRS[family](seed=0) for family in fm.FAMILIES}
-
-
 def _model(comfy, pair):
     """The ComfyUI model as a graph would feed it: Flux through ModelSamplingFlux at the image size."""
     return fm.flux_at_pipeline_mu(comfy, pair) if pair.family == "flux" else pair.model
@@ -53,8 +48,8 @@ def _assert_parity(got, reference, what):
 
 @pytest.mark.parametrize("family", fm.FAMILIES)
 @pytest.mark.parametrize(("steps", "cfg", "batch"), CASES, ids=CASE_IDS)
-def test_ksampler_matches_the_pipeline(comfy, pack, pairs, family, steps, cfg, batch):
-    pair = pairs[family]
+def test_ksampler_matches_the_pipeline(comfy, pack, flow_pairs, family, steps, cfg, batch):
+    pair = flow_pairs[family]
     got = fm.comfy_ksampler(comfy, pair, seed=42, steps=steps, cfg=cfg, batch=batch, model=_model(comfy, pair))
     reference, _ = fm.diffusers_reference(pair, fm.flow_lcm_scheduler(pair), seed=42, steps=steps, cfg=cfg,
                                           batch=batch)
@@ -62,9 +57,9 @@ def test_ksampler_matches_the_pipeline(comfy, pack, pairs, family, steps, cfg, b
 
 
 @pytest.mark.parametrize("family", fm.FAMILIES)
-def test_ksampler_schedule_is_the_pipelines(comfy, pack, pairs, family):
+def test_ksampler_schedule_is_the_pipelines(comfy, pack, flow_pairs, family):
     """The scheduler name `lcm_diffusers` on a flow model: the sigmas the family's pipeline steps through."""
-    pair = pairs[family]
+    pair = flow_pairs[family]
     model_sampling = _model(comfy, pair).get_model_object("model_sampling")
     _, scheduler = fm.diffusers_reference(pair, fm.flow_lcm_scheduler(pair), seed=0, steps=4)
     sigmas = comfy.samplers.calculate_sigmas(model_sampling, "lcm_diffusers", 4)
@@ -72,9 +67,9 @@ def test_ksampler_schedule_is_the_pipelines(comfy, pack, pairs, family):
 
 
 @pytest.mark.parametrize("family", fm.FAMILIES)
-def test_custom_sampler_nodes_match_the_pipeline(comfy, pack, nodes, pairs, family):
+def test_custom_sampler_nodes_match_the_pipeline(comfy, pack, nodes, flow_pairs, family):
     """SamplerCustom + FlowMatchLCMTimesteps + LCMSampler (default config), txt2img, 4 steps, cfg 2."""
-    pair = pairs[family]
+    pair = flow_pairs[family]
     model = _model(comfy, pair)
     sigmas, _ = _timesteps_node(pack).get_sigmas(model=model, steps=4, strength=1.0)
     sampler = nodes.LCMSampler().get_sampler(lcm_config(nodes))[0]
@@ -86,11 +81,11 @@ def test_custom_sampler_nodes_match_the_pipeline(comfy, pack, nodes, pairs, fami
 
 
 @pytest.mark.parametrize(("family", "cfg", "batch"), [("sd3", 2.0, 1), ("flux", 1.0, 2)])
-def test_img2img_matches_the_img2img_pipeline(comfy, pack, nodes, pairs, family, cfg, batch):
+def test_img2img_matches_the_img2img_pipeline(comfy, pack, nodes, flow_pairs, family, cfg, batch):
     """Strength 0.5 as StableDiffusion3Img2ImgPipeline / FluxImg2ImgPipeline define it: the full
     4-step schedule without its first int(4 - 4 * 0.5) = 2 steps, noise added at the first kept sigma.
     Flux at cfg 1: FluxImg2ImgPipeline runs true CFG only from a text negative prompt."""
-    pair = pairs[family]
+    pair = flow_pairs[family]
     model = _model(comfy, pair)
     start = torch.randn(pair.latent_shape(batch), generator=torch.Generator().manual_seed(5))
     sigmas, _ = _timesteps_node(pack).get_sigmas(model=model, steps=4, strength=0.5)
@@ -112,8 +107,8 @@ SHIFTS = [
 
 
 @pytest.mark.parametrize(("family", "node", "inputs", "config"), SHIFTS, ids=[s[0] for s in SHIFTS])
-def test_model_sampling_node_shift_reaches_the_schedule(comfy, pack, nodes, pairs, family, node, inputs, config):
-    pair = pairs[family]
+def test_model_sampling_node_shift_reaches_the_schedule(comfy, pack, nodes, flow_pairs, family, node, inputs, config):
+    pair = flow_pairs[family]
     patch = getattr(comfy.nodes_model_advanced, node)().patch
     if family == "flux":
         height, width = pair.pixels()
