@@ -19,6 +19,8 @@ import torch
 
 import flow_models as fm
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REL = 1e-4
 FORWARD_REL = 1e-5
 

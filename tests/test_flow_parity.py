@@ -26,6 +26,8 @@ import torch
 import flow_models as fm
 from comfy_host import lcm_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REL = 1e-4
 # (steps, cfg, batch): every value of each covered, and every (cfg, batch) pair, without the full product.
 CASES = [(1, 1.0, 1), (2, 2.0, 2), (4, 1.0, 2), (8, 2.0, 1)]
