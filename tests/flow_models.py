@@ -32,6 +32,7 @@ referenced at cfg 1 and a cfg > 1 request is refused rather than silently run at
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from typing import Any
 
@@ -181,7 +182,11 @@ def flux_pair(seed: int = 0) -> FlowPair:
     converted = c.comfy.model_detection.convert_diffusers_mmdit(diffusers_sd)
     if converted is None or diffusers_sd:  # it pops every key it converts
         raise comfy_host.ComfyHostError(f"diffusers Flux keys ComfyUI did not convert: {sorted(diffusers_sd)[:5]}")
-    model_config = c.supported_models.Flux(dict(FLUX_COMFY))
+    unet_config = dict(FLUX_COMFY)
+    flux_params = importlib.import_module("comfy.ldm.flux.model").FluxParams
+    if "txt_ids_dims" in {field.name for field in dataclasses.fields(flux_params)}:  # newer ComfyUI (0.33.0) requires it; its detection gives Flux.1 []
+        unet_config["txt_ids_dims"] = []
+    model_config = c.supported_models.Flux(unet_config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, device=torch.device("cpu"))
     model.diffusion_model.load_state_dict(converted, strict=True)
