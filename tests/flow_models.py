@@ -184,7 +184,8 @@ def flux_pair(seed: int = 0) -> FlowPair:
         raise comfy_host.ComfyHostError(f"diffusers Flux keys ComfyUI did not convert: {sorted(diffusers_sd)[:5]}")
     unet_config = dict(FLUX_COMFY)
     flux_params = importlib.import_module("comfy.ldm.flux.model").FluxParams
-    if "txt_ids_dims" in {field.name for field in dataclasses.fields(flux_params)}:  # newer ComfyUI (0.33.0) requires it; its detection gives Flux.1 []
+    # Newer ComfyUI (0.33.0) requires txt_ids_dims; its detection gives Flux.1 [].
+    if "txt_ids_dims" in {field.name for field in dataclasses.fields(flux_params)}:
         unet_config["txt_ids_dims"] = []
     model_config = c.supported_models.Flux(unet_config)
     model_config.set_inference_dtype(torch.float32, None)
