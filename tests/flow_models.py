@@ -211,6 +211,11 @@ class Prompt:
     pooled: torch.Tensor | None = None
     negative_pooled: torch.Tensor | None = None
 
+    def batched(self, batch: int) -> Prompt:
+        """The same prompt for each of `batch` images."""
+        return Prompt(*(None if t is None else t.expand(batch, *t.shape[1:])
+                        for t in (self.embeds, self.negative, self.pooled, self.negative_pooled)))
+
 
 def prompt(family: str, seed: int = 0) -> Prompt:
     gen = torch.Generator().manual_seed(seed)
@@ -297,7 +302,7 @@ def diffusers_reference(pair: FlowPair, scheduler: Any, *, seed: int, steps: int
     p = prompt(pair.family) if p is None else p
     # One prompt per image: with prompt_embeds given, the pipelines do not repeat them for
     # num_images_per_prompt (SD3 then fails), so the batch is the embeddings' batch.
-    p = Prompt(*(None if t is None else t.expand(batch, *t.shape[1:]) for t in dataclasses.astuple(p)))
+    p = p.batched(batch)
     generator = torch.Generator("cpu").manual_seed(seed)
     if isinstance(scheduler, StepGetsPipelineGenerator):
         scheduler.pipeline_generator = generator
