@@ -32,7 +32,7 @@ comfy_2024_tree="$cache/comfyui-2024-09-ca085976"
 mkdir -p "$cache"
 
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-  echo "setup: building the virtual environment in $venv (about 3 minutes)" >&2
+  echo "setup: building the virtual environment in $venv (about 3 minutes with the torch wheels at hand)" >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
