@@ -20,16 +20,9 @@ import comfy_host
 
 
 @pytest.fixture(scope="module")
-def sd3(comfy):
-    """A tiny SD3 (diffusers' SD3Transformer2DModel, random weights) loaded by ComfyUI as its own SD3 model."""
-    from diffusers import SD3Transformer2DModel
-
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=16, num_layers=2,
-                                        attention_head_dim=64, num_attention_heads=2, joint_attention_dim=32,
-                                        caption_projection_dim=128, pooled_projection_dim=32, out_channels=16,
-                                        pos_embed_max_size=96)
-    return comfy.sd.load_diffusion_model_state_dict({k: v.clone() for k, v in transformer.state_dict().items()})
+def sd3(flow_pairs):
+    """The tiny SD3 of tests/flow_models.py, as ComfyUI loads it (its own SD3 class, shift 3.0)."""
+    return flow_pairs["sd3"].model
 
 
 def _patched(comfy, model, node: str, **widgets):
