@@ -156,3 +156,23 @@ def test_ksampler_scheduler_on_a_flow_model_with_a_bad_shift_names_it(comfy, sd3
     with pytest.raises(ValueError, match=r"scheduler lcm_diffusers \(4 steps, flow model .* shift 0.0\): shift must be "
                                          "a positive number"):
         _ksampler_sigmas(comfy, model, 4)
+
+
+def test_docs_table_of_comfyui_schedulers_on_flow_models(comfy, pack):
+    """docs/flow.md's table of 4-step sigmas: lcm_diffusers against ComfyUI's own schedulers, recomputed."""
+    text = (comfy_host.REPO_ROOT / "docs" / "flow.md").read_text(encoding="utf-8")
+    header = "| shift | `lcm_diffusers` (diffusers) | `simple` | `normal` | `sgm_uniform` | `beta` |"
+    lines = text.splitlines()
+    rows = lines[lines.index(header) + 2:lines.index(header) + 4]
+    schedulers = ["lcm_diffusers", "simple", "normal", "sgm_uniform", "beta"]
+
+    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        model_sampling = FlowSampling()
+        model_sampling.set_parameters(shift=float(cells[0].split()[0]))
+        for scheduler, cell in zip(schedulers, cells[1:]):
+            sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, 4)[:-1].tolist()
+            assert cell == ", ".join(str(round(value, 4)) for value in sigmas), (cells[0], scheduler)
