@@ -105,7 +105,7 @@ def device_parity(comfy, pack, cuda: bool) -> dict:
                             [[embeds, {}]], (1, 4, 16, 16)),
         "sd15_TCDSampler": (sd15, pack.nodes.TCDSampler().get_sampler(config, 0.3)[0], discrete_sigmas,
                             [[embeds, {}]], (1, 4, 16, 16)),
-        "sd3_LCMSampler": (sd3, pack.nodes.LCMSampler().get_sampler()[0], flow_sigmas, flow_positive,
+        "sd3_LCMSampler": (sd3, pack.nodes.LCMSampler().get_sampler(comfy_host.lcm_config(pack.nodes))[0], flow_sigmas, flow_positive,
                            (1, 16, 16, 16)),
     }
     report = {}
@@ -135,7 +135,7 @@ def flow_sync_sites(comfy, pack, cuda: bool) -> list:
     positive, _ = flow_models.comfy_conditioning("sd3", flow_models.prompt("sd3"))
     latent = torch.zeros(1, 16, 64, 64)
     noise = comfy.sample.prepare_noise(latent, 0)
-    sampler = pack.nodes.LCMSampler().get_sampler()[0]
+    sampler = pack.nodes.LCMSampler().get_sampler(comfy_host.lcm_config(pack.nodes))[0]
 
     def run():
         comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, positive, positive, latent,
