@@ -48,6 +48,9 @@ DIGITS_DEMO_DIR = REPO_ROOT / "demo" / "lcm_digits"
 DIGITS_DEMO_MODULE = "lcm_digits_demo"
 DIGITS_DEMO_FOLDER = "lcm-digits-demo"
 ENV_VAR = "LCM_COMFYUI"
+# A front end to serve instead of the tree's pinned comfyui-frontend-package: the folder ComfyUI's
+# --front-end-root takes (<package>/static, with index.html). `make test-browser FRONTEND=x.y.z` sets it.
+FRONT_END_ENV = "LCM_FRONT_END_ROOT"
 
 
 class ComfyHostError(RuntimeError):
@@ -438,6 +441,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def front_end_root_dir(value: str | Path | None = None) -> Path | None:
+    """``value``, else $LCM_FRONT_END_ROOT, as a front-end folder (index.html there); None if neither is set."""
+    named = str(value) if value else os.environ.get(FRONT_END_ENV)
+    if not named:
+        return None
+    root = Path(named).resolve()
+    if not (root / "index.html").is_file():
+        raise ComfyHostError(
+            f"{FRONT_END_ENV}={named} is no front end (no index.html there): name the static/ folder of an "
+            f"installed comfyui-frontend-package, e.g. `make test-browser FRONTEND=1.58.1` installs one and sets it."
+        )
+    return root
+
+
 class ComfyServer:
     """ComfyUI's main.py on 127.0.0.1 with this repo in custom_nodes/; a context manager.
 
@@ -447,6 +464,8 @@ class ComfyServer:
     paid-API nodes (start-up 8 s instead of 10 s on 2 cores, and no attempt to
     reach the internet). extra_custom_nodes ({folder name: path}) links more
     custom-node folders beside the pack, e.g. the digit demo's; none by default.
+    front_end_root (default $LCM_FRONT_END_ROOT) serves that front end (--front-end-root);
+    none: the one the tree pins.
     """
 
     def __init__(
@@ -456,8 +475,10 @@ class ComfyServer:
         startup_timeout: float = 90.0,
         keep_base_dir: bool = False,
         extra_custom_nodes: dict[str, Path] | None = None,
+        front_end_root: str | Path | None = None,
     ) -> None:
         self.tree = comfy_tree()
+        self.front_end_root = front_end_root_dir(front_end_root)
         self.extra_custom_nodes = dict(extra_custom_nodes or {})
         self.python = python
         self.extra_args = tuple(extra_args)
@@ -500,6 +521,8 @@ class ComfyServer:
             "sqlite:///:memory:",
             *self.extra_args,
         ]
+        if self.front_end_root is not None:
+            cmd += ["--front-end-root", str(self.front_end_root)]
         self._log_path = self.base_dir / "server.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         logger.info("starting ComfyUI: %s (cwd %s)", " ".join(cmd), self.tree)
