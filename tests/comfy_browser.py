@@ -593,9 +593,10 @@ class ComfyPage:
         self.close_dialogs()
         self.page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
         # Focus mode leaves its own toggle button in a corner: no button at all (the canvas and the
-        # text widgets on it are no buttons), no legacy menu, no toast.
+        # text widgets on it are no buttons), no legacy menu, no toast (1.58.1: its toast viewport).
         self.page.add_style_tag(content="#vue-app button { visibility: hidden !important; }"
-                                        ".comfy-menu, .p-toast { display: none !important; }")
+                                        ".comfy-menu, .p-toast, [data-testid='toast-viewport'] "
+                                        "{ display: none !important; }")
         self.page.mouse.move(0, 0)
 
     def frame_graph(self, margin: int = 40, scale: float = 1.0) -> tuple[int, int]:
