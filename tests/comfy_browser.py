@@ -112,7 +112,7 @@ def _text(pattern: str, *, kind: str = "error") -> Callable[[ConsoleEntry], bool
 
 
 # Each entry was seen on the tests' server (front end 1.32.9, ComfyUI 0.3.75, a fresh user folder,
-# no network; those marked 1.48.7 on ComfyUI 0.33.0); the start-up ones (404s, the TypeError, the
+# no network; those marked 1.48.7 on ComfyUI 0.33.0, 1.58.1 over 0.3.75); the start-up ones (404s, the TypeError, the
 # graph read before initialization) on a server with no custom node at all too.
 # Anything else is reported.
 ENVIRONMENT_ERRORS = (
@@ -126,9 +126,10 @@ ENVIRONMENT_ERRORS = (
                         "/api/userdata/comfy.templates.json")),
     KnownError("ComfyUI's core templates come from the optional package comfyui-workflow-templates, "
                "which the test environment does not install",
-               _missing("/templates/index.json")),
+               _missing("/templates/index.json", "/templates/index_logo.json")),  # index_logo: 1.58.1
     KnownError("the same missing core templates, as the front end reports them",
-               _text(r"Error loading core workflow templates: AxiosError")),
+               # 1.58.1 adds the status and the stack ("AxiosError: Request failed with status code 404\n  at ...").
+               _text(r"Error loading core workflow templates: AxiosError(: Request failed with status code 404\n.*)?")),
     KnownError("front end 1.32.9 writes its render-mode setting before that setting is defined, at start-up "
                "(GraphView's load, settings store onChange), with or without custom nodes",
                _text(r"TypeError: Cannot read properties of undefined \(reading 'id'\)\s+at onChange .*"
