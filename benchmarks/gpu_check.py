@@ -105,7 +105,7 @@ def device_parity(comfy, pack, cuda: bool) -> dict:
                             [[embeds, {}]], (1, 4, 16, 16)),
         "sd15_TCDSampler": (sd15, pack.nodes.TCDSampler().get_sampler(config, 0.3)[0], discrete_sigmas,
                             [[embeds, {}]], (1, 4, 16, 16)),
-        "sd3_LCMSampler": (sd3, pack.nodes.LCMSampler().get_sampler(comfy_host.lcm_config(pack.nodes))[0], flow_sigmas, flow_positive,
+        "sd3_LCMSampler": (sd3, pack.nodes.LCMSampler().get_sampler(config)[0], flow_sigmas, flow_positive,
                            (1, 16, 16, 16)),
     }
     report = {}
