@@ -106,14 +106,39 @@ def step_coefficients(
     ]
 
 
+def _holds(fresh: torch.Tensor, other: torch.Tensor) -> bool:
+    """Whether ``fresh`` can take the result of a binary op with ``other`` exactly as a new tensor would.
+
+    Writing into a temporary saves an allocation and keeps the memory in cache (a step is about
+    ten passes over the latent). The same shape and dtype rule out broadcasting and type promotion;
+    tensors that need gradients keep the out-of-place op (``out=`` has no autograd).
+    """
+    return (fresh.shape == other.shape and fresh.dtype == other.dtype
+            and not (fresh.requires_grad or other.requires_grad))
+
+
+def difference_(minuend: torch.Tensor, subtrahend: torch.Tensor, into_subtrahend: bool = False) -> torch.Tensor:
+    """minuend - subtrahend, in the memory of the temporary of the two (the minuend unless
+    ``into_subtrahend``) where it holds the result exactly, else as a new tensor."""
+    fresh = subtrahend if into_subtrahend else minuend
+    if _holds(fresh, subtrahend if fresh is minuend else minuend):
+        return torch.sub(minuend, subtrahend, out=fresh)
+    return minuend - subtrahend
+
+
+def sum_(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """fresh + other, in the temporary ``fresh``'s memory where it holds the result exactly."""
+    return fresh.add_(other) if _holds(fresh, other) else fresh + other
+
+
 def predicted_original_sample(
     model_output: torch.Tensor, sample: torch.Tensor, c: NoiseLevel, prediction_type: str
 ) -> torch.Tensor:
     """x0 from the model output (DDPM parameterisations, as the reference computes them)."""
     if prediction_type == "epsilon":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)   (Ho et al. 2020, eq. 15)
-        return (sample - c.sqrt_beta * model_output) / c.sqrt_alpha
+        return difference_(sample, model_output * c.sqrt_beta, into_subtrahend=True).div_(c.sqrt_alpha)
     if prediction_type == "v_prediction":  # x0 = sqrt(a) x_t - sqrt(1 - a) v  (Salimans & Ho 2022)
-        return c.sqrt_alpha * sample - c.sqrt_beta * model_output
+        return difference_(sample * c.sqrt_alpha, model_output * c.sqrt_beta)
     if prediction_type == "sample":
         return model_output
     raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
@@ -130,9 +155,9 @@ def predicted_noise(
     if prediction_type == "epsilon":
         return model_output
     if prediction_type == "v_prediction":  # eps = sqrt(a) v + sqrt(1 - a) x_t  (Salimans & Ho 2022)
-        return c.sqrt_alpha * model_output + c.sqrt_beta * sample
+        return sum_(model_output * c.sqrt_alpha, sample * c.sqrt_beta)
     if prediction_type == "sample":  # eps = (x_t - sqrt(a) x0) / sqrt(1 - a)
-        return (sample - c.sqrt_alpha * x0) / c.sqrt_beta
+        return difference_(sample, x0 * c.sqrt_alpha, into_subtrahend=True).div_(c.sqrt_beta)
     raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
 
 
