@@ -201,7 +201,7 @@ def describe(row: Dict[str, Any]) -> str:
 
 
 def markdown_table(rows: List[Dict[str, Any]]) -> str:
-    """The README's table: one line per way of sampling, one column per step count, "FD (std)" cells."""
+    """docs/quality.md's table: one line per way of sampling, one column per step count, "FD (std)" cells."""
     steps = sorted({row["steps"] for row in rows})
     lines: Dict[str, Dict[int, str]] = {}
     for row in rows:

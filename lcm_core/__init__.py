@@ -1,11 +1,23 @@
-"""lcm_core: diffusers' ``LCMScheduler`` and ``TCDScheduler``, exactly, as a small typed core.
+"""lcm_core: diffusers' ``LCMScheduler``, ``TCDScheduler`` and ``FlowMatchLCMScheduler``, exactly.
 
-torch + numpy only. ``LCMScheduler`` and ``TCDScheduler`` are the diffusers-compatible
-classes; the pure functions in ``schedule``, ``step`` and ``tcd`` are the formulas they
-(and the ComfyUI nodes) use, each in one place.
+torch + numpy only. The three classes are the diffusers-compatible schedulers; the pure
+functions in ``schedule``, ``step``, ``tcd`` and ``flow`` are the formulas they (and the
+ComfyUI nodes) use, each in one place.
 """
 
-from .config import BETA_SCHEDULES, PREDICTION_TYPES, LCMConfig
+from .config import BETA_SCHEDULES, PREDICTION_TYPES, LCMConfig, SchedulerConfig
+from .flow import (
+    FlowMatchConfig,
+    FlowSchedule,
+    FlowStep,
+    dynamic_shift_mu,
+    flow_predicted_original_sample,
+    flow_schedule,
+    flow_steps,
+    shifted_sigmas,
+    time_shift,
+    training_sigmas,
+)
 from .guidance import W_CONVENTIONS, guidance_scale_embedding, guidance_w
 from .schedule import (
     StrengthMode,
@@ -21,7 +33,14 @@ from .schedule import (
     tcd_timesteps,
     timesteps_from_sigmas,
 )
-from .scheduler import LCMScheduler, LCMSchedulerOutput, TCDScheduler, TCDSchedulerOutput
+from .scheduler import (
+    FlowMatchLCMScheduler,
+    FlowMatchLCMSchedulerOutput,
+    LCMScheduler,
+    LCMSchedulerOutput,
+    TCDScheduler,
+    TCDSchedulerOutput,
+)
 from .step import (
     NoiseLevel,
     StepCoefficients,
@@ -57,6 +76,12 @@ __all__ = [
     "BETA_SCHEDULES",
     "DEFAULT_GAMMA",
     "PREDICTION_TYPES",
+    "FlowMatchConfig",
+    "FlowMatchLCMScheduler",
+    "FlowMatchLCMSchedulerOutput",
+    "FlowSchedule",
+    "FlowStep",
+    "SchedulerConfig",
     "W_CONVENTIONS",
     "KSpaceStep",
     "LCMConfig",
@@ -77,6 +102,13 @@ __all__ = [
     "distillation_grid",
     "denoise",
     "draw_noise",
+    "dynamic_shift_mu",
+    "flow_predicted_original_sample",
+    "flow_schedule",
+    "flow_steps",
+    "shifted_sigmas",
+    "time_shift",
+    "training_sigmas",
     "drop_leading_steps",
     "first_step_index",
     "guidance_scale_embedding",

@@ -17,7 +17,7 @@ import numbers
 import os
 import reprlib
 from collections.abc import Iterator, Mapping
-from typing import Any, Optional, Tuple
+from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +30,101 @@ _METADATA_PREFIX = "_"
 CONFIG_NAME = "scheduler_config.json"
 
 
-@dataclasses.dataclass(frozen=True)
-class LCMConfig(Mapping):
-    """Diffusers' ``LCMScheduler`` (and ``TCDScheduler``) configuration, frozen and validated.
+class SchedulerConfig(Mapping):
+    """What every frozen scheduler config of the core shares: diffusers' config reading and writing.
 
-    Reads like diffusers' ``FrozenDict`` config: ``config.beta_end``,
-    ``config["beta_end"]``, ``dict(config)`` and ``config.get(...)`` all work.
-    Derive a changed copy with ``config.replace(field=value)``.
+    Reads like diffusers' ``FrozenDict`` config: ``config.shift``, ``config["shift"]``,
+    ``dict(config)`` and ``config.get(...)`` all work. Derive a changed copy with
+    ``config.replace(field=value)``. Subclasses are frozen dataclasses; ``_SCHEDULERS`` names
+    the diffusers schedulers whose fields they hold (for the unknown-key warning).
     """
+
+    _SCHEDULERS: ClassVar[str] = ""
+
+    @classmethod
+    def field_names(cls) -> Tuple[str, ...]:
+        return tuple(field.name for field in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    # -- Mapping interface, so diffusers code that treats a config as a dict works.
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.field_names():
+            raise KeyError(key)
+        value = getattr(self, key)
+        # Lists are stored as tuples (frozen); diffusers' configs hold them as lists.
+        return list(value) if isinstance(value, tuple) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.field_names())
+
+    def __len__(self) -> int:
+        return len(self.field_names())
+
+    def replace(self: _C, **changes: Any) -> _C:
+        """A validated copy with some fields changed (the original is untouched)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self, class_name: str) -> dict:
+        """A plain dict in the layout of diffusers' ``scheduler_config.json`` of ``class_name``."""
+        return {"_class_name": class_name, **{name: self[name] for name in self.field_names()}}
+
+    @classmethod
+    def from_dict(cls: Type[_C], values: Mapping[str, Any], **overrides: Any) -> _C:
+        """Build from a diffusers config dict (or any mapping); ``overrides`` win.
+
+        Keys that start with ``_`` (diffusers' ``_class_name``, ``_diffusers_version``)
+        are ignored silently; other unknown keys are ignored with one warning.
+        """
+        names = cls.field_names()
+        merged = {**dict(values), **overrides}
+        unknown = sorted(str(k) for k in merged if k not in names and not str(k).startswith(_METADATA_PREFIX))
+        if unknown:
+            logger.warning("%s: ignoring keys that %s do not use: %s", cls.__name__, cls._SCHEDULERS,
+                           _short_list(unknown))
+        return cls(**{k: v for k, v in merged.items() if k in names})
+
+    @classmethod
+    def from_json(cls: Type[_C], text: str) -> _C:
+        """Parse the text of a diffusers ``scheduler_config.json``."""
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"scheduler config is not valid JSON: {error}") from error
+        except RecursionError:
+            # json.loads recurses once per nesting level; Python's limit ends it, not the text.
+            raise ValueError("scheduler config JSON is nested too deeply to read; a diffusers scheduler_config.json "
+                             "is one flat object such as {\"beta_start\": 0.00085, \"beta_end\": 0.012}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"scheduler config must be a JSON object, got {type(values).__name__}")
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_json_file(cls: Type[_C], path: "str | os.PathLike[str]") -> _C:
+        """Read a ``scheduler_config.json`` file, or the one inside a folder."""
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_json(handle.read())
+
+    def to_json(self, class_name: str) -> str:
+        return json.dumps(self.to_dict(class_name), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: "str | os.PathLike[str]", class_name: str) -> str:
+        """Write ``scheduler_config.json`` (into ``path`` when it is a folder); returns the file path."""
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json(class_name))
+        return os.fspath(path)
+
+
+_C = TypeVar("_C", bound=SchedulerConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class LCMConfig(SchedulerConfig):
+    """Diffusers' ``LCMScheduler`` (and ``TCDScheduler``) configuration, frozen and validated."""
+
+    _SCHEDULERS: ClassVar[str] = "LCMScheduler and TCDScheduler"
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
@@ -58,94 +145,42 @@ class LCMConfig(Mapping):
     rescale_betas_zero_snr: bool = False
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        _check_types(self, FieldKinds(
+            integers=("num_train_timesteps", "original_inference_steps", "steps_offset"),
+            numbers=("beta_start", "beta_end", "clip_sample_range", "dynamic_thresholding_ratio", "sample_max_value",
+                     "timestep_scaling"),
+            booleans=("clip_sample", "set_alpha_to_one", "thresholding", "rescale_betas_zero_snr"),
+            texts=("beta_schedule", "prediction_type", "timestep_spacing")))
+        _check_number_list(self, "trained_betas", "a list of numbers, one per training timestep, or null")
         _validate(self)
 
-    # -- Mapping interface, so diffusers code that treats a config as a dict works.
-    def __getitem__(self, key: str) -> Any:
-        if key not in _FIELD_NAMES:
-            raise KeyError(key)
-        value = getattr(self, key)
-        return list(value) if key == "trained_betas" and value is not None else value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_FIELD_NAMES)
-
-    def __len__(self) -> int:
-        return len(_FIELD_NAMES)
-
-    def replace(self, **changes: Any) -> "LCMConfig":
-        """A validated copy with some fields changed (the original is untouched)."""
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self, class_name: str = "LCMScheduler") -> dict:
-        """A plain dict in the layout of diffusers' ``scheduler_config.json`` of ``class_name``."""
-        return {"_class_name": class_name, **{name: self[name] for name in _FIELD_NAMES}}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> "LCMConfig":
-        """Build from a diffusers config dict (or any mapping); ``overrides`` win.
-
-        Keys that start with ``_`` (diffusers' ``_class_name``, ``_diffusers_version``)
-        are ignored silently; other unknown keys are ignored with one warning.
-        """
-        merged = {**dict(values), **overrides}
-        unknown = sorted(str(k) for k in merged if k not in _FIELD_NAMES and not str(k).startswith(_METADATA_PREFIX))
-        if unknown:
-            logger.warning("LCMConfig: ignoring keys that LCMScheduler and TCDScheduler do not use: %s",
-                           _short_list(unknown))
-        return cls(**{k: v for k, v in merged.items() if k in _FIELD_NAMES})
-
-    @classmethod
-    def from_json(cls, text: str) -> "LCMConfig":
-        """Parse the text of a diffusers ``scheduler_config.json``."""
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"scheduler config is not valid JSON: {error}") from error
-        except RecursionError:
-            # json.loads recurses once per nesting level; Python's limit ends it, not the text.
-            raise ValueError("scheduler config JSON is nested too deeply to read; a diffusers scheduler_config.json "
-                             "is one flat object such as {\"beta_start\": 0.00085, \"beta_end\": 0.012}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"scheduler config must be a JSON object, got {type(values).__name__}")
-        return cls.from_dict(values)
-
-    @classmethod
-    def from_json_file(cls, path: "str | os.PathLike[str]") -> "LCMConfig":
-        """Read a ``scheduler_config.json`` file, or the one inside a folder."""
-        if os.path.isdir(path):
-            path = os.path.join(path, CONFIG_NAME)
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_json(handle.read())
+        return super().to_dict(class_name)
 
     def to_json(self, class_name: str = "LCMScheduler") -> str:
-        return json.dumps(self.to_dict(class_name), indent=2, sort_keys=True) + "\n"
+        return super().to_json(class_name)
 
     def to_json_file(self, path: "str | os.PathLike[str]", class_name: str = "LCMScheduler") -> str:
-        """Write ``scheduler_config.json`` (into ``path`` when it is a folder); returns the file path."""
-        if os.path.isdir(path):
-            path = os.path.join(path, CONFIG_NAME)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json(class_name))
-        return os.fspath(path)
-
-
-_FIELD_NAMES: Tuple[str, ...] = tuple(field.name for field in dataclasses.fields(LCMConfig))
+        return super().to_json_file(path, class_name)
 
 
 def _as_list(values: Any) -> list:
     return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
-# What each field holds, as a JSON value would give it. A config pasted or read from a file can
-# hold anything; checking the kind first lets every later comparison trust it, and turns a value of
-# the wrong kind into an error that names the field instead of a TypeError deep inside.
-_INTEGER_FIELDS = ("num_train_timesteps", "original_inference_steps", "steps_offset")
-_NUMBER_FIELDS = ("beta_start", "beta_end", "clip_sample_range", "dynamic_thresholding_ratio", "sample_max_value",
-                  "timestep_scaling")
-_BOOLEAN_FIELDS = ("clip_sample", "set_alpha_to_one", "thresholding", "rescale_betas_zero_snr")
-_TEXT_FIELDS = ("beta_schedule", "prediction_type", "timestep_spacing")
+# A config pasted or read from a file can hold anything; checking the kind of each field first
+# lets every later comparison trust it, and turns a value of the wrong kind into an error that
+# names the field instead of a TypeError deep inside.
+@dataclasses.dataclass(frozen=True)
+class FieldKinds:
+    """Which fields of a config hold integers, numbers, true/false and text (as JSON gives them)."""
+
+    integers: Tuple[str, ...] = ()
+    numbers: Tuple[str, ...] = ()
+    booleans: Tuple[str, ...] = ()
+    texts: Tuple[str, ...] = ()
+
+
 # A pasted value can be megabytes long or nested thousands deep: messages show a bounded repr.
 _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 40, 40
@@ -166,48 +201,51 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _wrong_kind(name: str, kind: str, value: Any) -> TypeError:
-    example = getattr(_DEFAULTS, name)
+def _wrong_kind(config: SchedulerConfig, name: str, kind: str, value: Any) -> TypeError:
+    example = next(field.default for field in dataclasses.fields(config) if field.name == name)  # type: ignore[arg-type]
     example_text = json.dumps(example) if isinstance(example, bool) else repr(example)  # as pasted JSON spells it
     return TypeError(f"{name} must be {kind} (e.g. {example_text}, diffusers' default), got {_short(value)} "
                      f"({type(value).__name__})")
 
 
-def _check_types(config: LCMConfig) -> None:
+def _check_types(config: SchedulerConfig, kinds: FieldKinds) -> None:
     """Raise a TypeError naming the field when a value is of the wrong kind; normalise numbers.
 
     Integral floats are accepted for the integer fields (JSON writers may emit 1000.0) and ints
     for the float fields; both are stored as the field's own type, so equal configs compare
     and hash equal however they were written.
     """
-    for name in _INTEGER_FIELDS:
+    for name in kinds.integers:
         value = getattr(config, name)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise _wrong_kind(name, "an integer", value)
+            raise _wrong_kind(config, name, "an integer", value)
         object.__setattr__(config, name, int(value))
-    for name in _NUMBER_FIELDS:
+    for name in kinds.numbers:
         value = getattr(config, name)
         if not _is_number(value):
-            raise _wrong_kind(name, "a number", value)
+            raise _wrong_kind(config, name, "a number", value)
         object.__setattr__(config, name, float(value))
-    for name in _BOOLEAN_FIELDS:
+    for name in kinds.booleans:
         value = getattr(config, name)
         if not isinstance(value, bool):
-            raise _wrong_kind(name, "true or false", value)
-    for name in _TEXT_FIELDS:
+            raise _wrong_kind(config, name, "true or false", value)
+    for name in kinds.texts:
         value = getattr(config, name)
         if not isinstance(value, str):
-            raise _wrong_kind(name, "a string", value)
-    betas_ = config.trained_betas
-    if betas_ is not None:
-        # Accept any sequence or array, keep an immutable tuple of Python floats.
-        values = _as_list(betas_) if hasattr(betas_, "tolist") or isinstance(betas_, (list, tuple)) else None
-        if values is None or not all(_is_number(b) for b in values):
-            raise TypeError(f"trained_betas must be a list of numbers, one per training timestep, or null; got "
-                            f"{_short(betas_)}")
-        object.__setattr__(config, "trained_betas", tuple(float(b) for b in values))
+            raise _wrong_kind(config, name, "a string", value)
+
+
+def _check_number_list(config: SchedulerConfig, name: str, kind: str) -> None:
+    """A list field: any sequence or array of numbers (or None), stored as a tuple of Python floats."""
+    values = getattr(config, name)
+    if values is None:
+        return
+    items = _as_list(values) if hasattr(values, "tolist") or isinstance(values, (list, tuple)) else None
+    if items is None or not all(_is_number(item) for item in items):
+        raise TypeError(f"{name} must be {kind}; got {_short(values)}")
+    object.__setattr__(config, name, tuple(float(item) for item in items))
 
 
 def _require(condition: bool, message: str) -> None:
@@ -267,4 +305,3 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-_DEFAULTS = LCMConfig()

@@ -1,10 +1,11 @@
-"""``LCMScheduler`` and ``TCDScheduler``: diffusers' scheduler interfaces over the pure core.
+"""``LCMScheduler``, ``TCDScheduler`` and ``FlowMatchLCMScheduler``: diffusers' interfaces over the pure core.
 
 Drop-ins for ``pipe.scheduler`` in diffusers pipelines
 (``pipe.scheduler = TCDScheduler.from_config(pipe.scheduler.config)``): same
-constructor, same ``set_timesteps`` / ``step`` / ``add_noise`` contract, same outputs.
-Everything but the step itself (config, schedule, step index, forward process) is
-shared; the two differ only in their timestep grid rule and their ``step``.
+constructor, same ``set_timesteps`` / ``step`` / ``add_noise`` (``scale_noise``) contract,
+same outputs. All three share config I/O and the step-index bookkeeping; LCM and TCD also
+share the discrete schedule and forward process and differ only in their timestep grid
+rule and their ``step``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, T
 import torch
 
 from . import schedule
-from .config import CONFIG_NAME, LCMConfig
-from .step import Generators, StepCoefficients, denoise, draw_noise, renoise_, scalar_tensors, step_coefficients
+from .config import CONFIG_NAME, LCMConfig, SchedulerConfig
+from .flow import FlowMatchConfig, FlowStep, flow_predicted_original_sample, flow_schedule, flow_steps, scale_to
+from .flow import training_sigmas as flow_training_sigmas
+from .step import (
+    Generators,
+    StepCoefficients,
+    denoise,
+    draw_noise,
+    renoise_,
+    scalar_tensors,
+    scaled_sum_,
+    step_coefficients,
+)
 from .tcd import (
     DEFAULT_GAMMA,
     TCDStepCoefficients,
@@ -31,7 +43,7 @@ from .tcd import (
 
 logger = logging.getLogger(__name__)
 
-_S = TypeVar("_S", bound="_ConsistencyScheduler")
+_S = TypeVar("_S", bound="_SchedulerBase")
 
 
 class _SchedulerOutput:
@@ -60,46 +72,44 @@ class TCDSchedulerOutput(_SchedulerOutput):
     pred_noised_sample: Optional[torch.Tensor] = None
 
 
-class _ConsistencyScheduler:
-    """What LCMScheduler and TCDScheduler share: config I/O, the schedule, step indices, forward process."""
+@dataclasses.dataclass
+class FlowMatchLCMSchedulerOutput(_SchedulerOutput):
+    """What ``FlowMatchLCMScheduler.step`` returns: the sample for the next step."""
+
+    prev_sample: torch.Tensor
+
+
+class _SchedulerBase:
+    """What every scheduler of the core shares: config I/O and the step-index bookkeeping."""
 
     order = 1
-    init_noise_sigma = 1.0
     config_name = CONFIG_NAME
     _class_name = ""  # diffusers' class name, written as _class_name into scheduler_config.json
-    # set_timesteps' rule (schedule.lcm_timesteps or schedule.tcd_timesteps) and step's output class.
-    _timesteps_rule: Callable[..., Tuple[int, ...]]
+    _config_class: Type[SchedulerConfig]
     _output_class: Type[_SchedulerOutput]
 
     def __init__(self, **kwargs: Any) -> None:
-        unknown = sorted(set(kwargs) - set(LCMConfig.__dataclass_fields__))
+        unknown = sorted(set(kwargs) - set(self._config_class.field_names()))
         if unknown:
             raise TypeError(f"{self._class_name} got unexpected keyword arguments: {', '.join(unknown)}")
-        self._config = LCMConfig(**kwargs)
-        self.betas = schedule.betas(self._config)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.final_alpha_cumprod = schedule.final_alpha_cumprod(self._config, self.alphas_cumprod)
+        self._config = self._config_class(**kwargs)
         self.num_inference_steps: Optional[int] = None
-        self.custom_timesteps = False
-        self.timesteps = torch.arange(self._config.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
-        self._timestep_values: Tuple[int, ...] = ()
+        self._timestep_values: Tuple[Any, ...] = ()
         self._step_index: Optional[int] = None
         self._begin_index: Optional[int] = None
-        self._alphas_cumprod_on: dict = {}
 
     # -- configuration -------------------------------------------------------------------
     @property
-    def config(self) -> LCMConfig:
+    def config(self) -> Any:
         return self._config
 
     @classmethod
-    def from_config(cls: Type[_S], config: Union[LCMConfig, Mapping, None] = None, **overrides: Any) -> _S:
-        """Build from an ``LCMConfig``, a diffusers scheduler config (any scheduler's) or a dict.
+    def from_config(cls: Type[_S], config: Union[SchedulerConfig, Mapping, None] = None, **overrides: Any) -> _S:
+        """Build from a config of this class, a diffusers scheduler config (any scheduler's) or a dict.
 
-        Keys LCM and TCD do not use are ignored (one warning names them); ``overrides`` win.
+        Keys this scheduler does not use are ignored (one warning names them); ``overrides`` win.
         """
-        base = LCMConfig.from_dict(config or {}, **overrides)
+        base = cls._config_class.from_dict(config or {}, **overrides)
         return cls(**{name: base[name] for name in base})
 
     @classmethod
@@ -108,7 +118,7 @@ class _ConsistencyScheduler:
         """Read a local diffusers ``scheduler_config.json`` (a file, or a folder holding one)."""
         if subfolder:
             path = os.path.join(path, subfolder)
-        return cls.from_config(LCMConfig.from_json_file(path), **overrides)
+        return cls.from_config(cls._config_class.from_json_file(path), **overrides)
 
     def save_pretrained(self, directory: "str | os.PathLike[str]") -> str:
         """Write ``scheduler_config.json`` into ``directory`` (created if missing); returns the file path."""
@@ -118,7 +128,7 @@ class _ConsistencyScheduler:
     def save_config(self, directory: "str | os.PathLike[str]") -> str:
         return self.save_pretrained(directory)
 
-    # -- schedule -------------------------------------------------------------------------
+    # -- step indices ---------------------------------------------------------------------
     @property
     def step_index(self) -> Optional[int]:
         """Index of the next step in ``timesteps``; None until the first ``step``."""
@@ -132,6 +142,74 @@ class _ConsistencyScheduler:
     def set_begin_index(self, begin_index: int = 0) -> None:
         self._begin_index = begin_index
 
+    def _index_of_first_timestep(self, timestep: Union[int, float, torch.Tensor]) -> int:
+        """Where the first ``step`` call starts, by the reference's rule, without reading device memory.
+
+        A timestep taken from ``self.timesteps`` (iterating or indexing it) is located by its
+        position in that tensor; an int, float or CPU tensor by value. Where a value repeats,
+        the reference starts at its second occurrence (``schedule.first_step_index``).
+        """
+        if self._begin_index is not None:
+            return self._begin_index
+        timesteps = self.timesteps
+        if isinstance(timestep, torch.Tensor) and timestep.numel() == 1 and timestep._base is timesteps:
+            position = (timestep.storage_offset() - timesteps.storage_offset()) // timesteps.stride(0)
+            value = self._timestep_values[position]
+        elif isinstance(timestep, torch.Tensor):
+            value = timestep.item()  # a tensor from elsewhere: one read, on the first step only
+        else:
+            value = timestep
+        return schedule.first_step_index(self._timestep_values, value)
+
+    def _next_step_index(self, timestep: Union[int, float, torch.Tensor]) -> int:
+        """The index of the step ``step`` is asked for; clear errors before set_timesteps and after the end."""
+        if self.num_inference_steps is None:
+            raise ValueError("step() was called before set_timesteps(); call set_timesteps first")
+        if self._step_index is None:
+            self._step_index = self._index_of_first_timestep(timestep)
+        index = self._step_index
+        if index >= len(self._timestep_values):
+            raise ValueError(
+                f"step() was called {index + 1} times for a schedule of {len(self._timestep_values)} steps; "
+                "call set_timesteps again before the next run")
+        return index
+
+    def _finish_step(self, index: int, outputs: Tuple[torch.Tensor, ...],
+                     return_dict: bool) -> Union[_SchedulerOutput, Tuple[torch.Tensor, ...]]:
+        """Count the step done; the reference's output, as its dataclass or as a tuple."""
+        self._step_index = index + 1
+        return self._output_class(*outputs) if return_dict else outputs
+
+    def __len__(self) -> int:
+        return self._config.num_train_timesteps
+
+    def __repr__(self) -> str:
+        return f"lcm_core.{self._class_name}({self._config.to_json(self._class_name).strip()})"
+
+
+class _ConsistencyScheduler(_SchedulerBase):
+    """What LCMScheduler and TCDScheduler share: the discrete schedule and the forward process."""
+
+    init_noise_sigma = 1.0
+    _config_class = LCMConfig
+    # set_timesteps' rule (schedule.lcm_timesteps or schedule.tcd_timesteps).
+    _timesteps_rule: Callable[..., Tuple[int, ...]]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.betas = schedule.betas(self._config)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.final_alpha_cumprod = schedule.final_alpha_cumprod(self._config, self.alphas_cumprod)
+        self.custom_timesteps = False
+        self.timesteps = torch.arange(self._config.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
+        self._alphas_cumprod_on: dict = {}
+
+    @property
+    def config(self) -> LCMConfig:
+        return self._config
+
+    # -- schedule -------------------------------------------------------------------------
     def set_timesteps(
         self,
         num_inference_steps: Optional[int] = None,
@@ -178,43 +256,6 @@ class _ConsistencyScheduler:
     def _schedule_changed(self) -> None:
         """Recompute what depends on the schedule (the per-step scalars)."""
 
-    def _index_of_first_timestep(self, timestep: Union[int, float, torch.Tensor]) -> int:
-        """Where the first ``step`` call starts, by the reference's rule, without reading device memory.
-
-        A timestep taken from ``self.timesteps`` (iterating or indexing it) is located by its
-        position in that tensor; an int, float or CPU tensor by value. Where a value repeats,
-        the reference starts at its second occurrence (``schedule.first_step_index``).
-        """
-        if self._begin_index is not None:
-            return self._begin_index
-        if isinstance(timestep, torch.Tensor) and timestep.numel() == 1 and timestep._base is self.timesteps:
-            position = (timestep.storage_offset() - self.timesteps.storage_offset()) // self.timesteps.stride(0)
-            value = self._timestep_values[position]
-        elif isinstance(timestep, torch.Tensor):
-            value = timestep.item()  # a tensor from elsewhere: one read, on the first step only
-        else:
-            value = timestep
-        return schedule.first_step_index(self._timestep_values, value)
-
-    def _next_step_index(self, timestep: Union[int, torch.Tensor]) -> int:
-        """The index of the step ``step`` is asked for; clear errors before set_timesteps and after the end."""
-        if self.num_inference_steps is None:
-            raise ValueError("step() was called before set_timesteps(); call set_timesteps first")
-        if self._step_index is None:
-            self._step_index = self._index_of_first_timestep(timestep)
-        index = self._step_index
-        if index >= len(self._timestep_values):
-            raise ValueError(
-                f"step() was called {index + 1} times for a schedule of {len(self._timestep_values)} steps; "
-                "call set_timesteps again before the next run")
-        return index
-
-    def _finish_step(self, index: int, prev_sample: torch.Tensor, second: torch.Tensor,
-                     return_dict: bool) -> Union[_SchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
-        """Count the step done; the reference's output, as its dataclass or as a tuple."""
-        self._step_index = index + 1
-        return self._output_class(prev_sample, second) if return_dict else (prev_sample, second)
-
     # -- stepping -------------------------------------------------------------------------
     def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
         """LCM and TCD feed x_t to the model unscaled."""
@@ -246,11 +287,6 @@ class _ConsistencyScheduler:
         position = self._timestep_values.index(int(timestep))
         return self._timestep_values[position + 1] if position + 1 < len(self._timestep_values) else -1
 
-    def __len__(self) -> int:
-        return self._config.num_train_timesteps
-
-    def __repr__(self) -> str:
-        return f"lcm_core.{self._class_name}({self._config.to_json(self._class_name).strip()})"
 
 
 class LCMScheduler(_ConsistencyScheduler):
@@ -295,7 +331,7 @@ class LCMScheduler(_ConsistencyScheduler):
             prev_sample = renoise_(noise, denoised, coefficients)
         else:
             prev_sample = denoised
-        return self._finish_step(index, prev_sample, denoised, return_dict)
+        return self._finish_step(index, (prev_sample, denoised), return_dict)
 
 
 class TCDScheduler(_ConsistencyScheduler):
@@ -358,4 +394,129 @@ class TCDScheduler(_ConsistencyScheduler):
             prev_sample = renoise_from_s_(noise, x_s, coefficients)
         else:
             prev_sample = x_s
-        return self._finish_step(index, prev_sample, x_s, return_dict)
+        return self._finish_step(index, (prev_sample, x_s), return_dict)
+
+
+class FlowMatchLCMScheduler(_SchedulerBase):
+    """LCM-style sampling of flow-matching models: diffusers' ``FlowMatchLCMScheduler``.
+
+    Takes exactly the keyword arguments of diffusers' ``FlowMatchLCMScheduler`` with the same
+    defaults (see :class:`lcm_core.FlowMatchConfig`). Each step predicts x0 = x - sigma v and
+    re-noises it to the next sigma with fresh noise (drawn on the last step too, where it is
+    multiplied by 0, as in the reference).
+
+    diffusers' flow pipelines (SD3, Flux, Wan, Qwen-Image) do not pass their generator to
+    ``step``, so there the step noise comes from torch's global RNG. ``with_step_generator``
+    gives ``step`` a generator to use when none is passed: handing it the pipeline's own
+    generator makes the run a function of the seed (the initial noise first, then each step's).
+    """
+
+    _class_name = "FlowMatchLCMScheduler"
+    _config_class = FlowMatchConfig
+    _output_class = FlowMatchLCMSchedulerOutput
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sigmas = flow_training_sigmas(self._config)
+        self.timesteps = self.sigmas * self._config.num_train_timesteps
+        self.sigma_min, self.sigma_max = self.sigmas[-1].item(), self.sigmas[0].item()
+        self._shift = self._config.shift
+        self._scale_factors = None if self._config.scale_factors is None else list(self._config.scale_factors)
+        self._upscale_mode = self._config.upscale_mode
+        self._init_size: Optional[Tuple[int, ...]] = None
+        self._steps: List[FlowStep] = []
+        self._step_generator: Generators = None
+
+    @property
+    def config(self) -> FlowMatchConfig:
+        return self._config
+
+    @property
+    def shift(self) -> float:
+        """The static shift ``set_timesteps`` applies (the config's until ``set_shift``)."""
+        return self._shift
+
+    def set_shift(self, shift: float) -> None:
+        self._shift = shift
+
+    def set_scale_factors(self, scale_factors: Optional[Sequence[float]], upscale_mode: str) -> None:
+        """Scale-wise generation (SwD): x0 is resized by ``scale_factors[i]`` at step i."""
+        self._scale_factors = None if scale_factors is None else list(scale_factors)
+        self._upscale_mode = upscale_mode
+
+    def with_step_generator(self, generator: Generators) -> "FlowMatchLCMScheduler":
+        """Use ``generator`` for step noise whenever ``step`` is given none; returns the scheduler.
+
+        ``pipe.scheduler = FlowMatchLCMScheduler.from_config(pipe.scheduler.config).with_step_generator(g)``
+        then ``pipe(..., generator=g)`` draws the initial noise and every step's noise from one
+        generator, which is what ComfyUI's ``lcm_diffusers`` reproduces.
+        """
+        self._step_generator = generator
+        return self
+
+    def set_timesteps(
+        self,
+        num_inference_steps: Optional[int] = None,
+        device: Union[str, torch.device, None] = None,
+        sigmas: Optional[Sequence[float]] = None,
+        mu: Optional[float] = None,
+        timesteps: Optional[Sequence[float]] = None,
+    ) -> None:
+        """Make the inference schedule, exactly as the reference (``lcm_core.flow_schedule``)."""
+        made = flow_schedule(self._config, num_inference_steps, sigmas, mu, timesteps, shift=self._shift)
+        self.num_inference_steps = len(made.timesteps)
+        self.sigmas = made.sigmas.to(device)
+        self.timesteps = made.timesteps.to(device)
+        self._timestep_values = tuple(made.timesteps.tolist())
+        self._steps = flow_steps(made.sigmas)
+        self._step_index = None
+        self._begin_index = None
+
+    def index_for_timestep(self, timestep: Union[float, torch.Tensor],
+                           schedule_timesteps: Optional[torch.Tensor] = None) -> int:
+        """The position of ``timestep`` in the schedule (its second occurrence where it repeats)."""
+        values = self._timestep_values if schedule_timesteps is None else tuple(schedule_timesteps.tolist())
+        value = timestep.item() if isinstance(timestep, torch.Tensor) else torch.tensor(timestep).float().item()
+        return schedule.first_step_index(values, value)
+
+    def scale_noise(self, sample: torch.Tensor, timestep: torch.Tensor,
+                    noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The flow forward process sigma * noise + (1 - sigma) * sample at ``timestep`` (img2img's start)."""
+        sigmas = self.sigmas.to(device=sample.device, dtype=sample.dtype)
+        if self._begin_index is None:
+            indices = [self.index_for_timestep(t) for t in timestep.reshape(-1)]
+        else:
+            # Before the first step: the pipeline's begin index; after it (inpainting): the current step.
+            index = self._begin_index if self._step_index is None else self._step_index
+            indices = [index] * timestep.shape[0]
+        sigma = sigmas[indices].flatten().view((-1,) + (1,) * (sample.ndim - 1))
+        return sigma * noise + (1.0 - sigma) * sample
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        generator: Generators = None,
+        return_dict: bool = True,
+    ) -> Union[FlowMatchLCMSchedulerOutput, Tuple[torch.Tensor, ...]]:
+        """One step: x0 = x - sigma v (resized when scale factors are set), then
+        x_next = (1 - sigma_next) x0 + sigma_next z with z from ``generator``."""
+        if isinstance(timestep, int) or (isinstance(timestep, torch.Tensor) and not timestep.is_floating_point()):
+            raise ValueError("FlowMatchLCMScheduler.step takes one of scheduler.timesteps as its timestep, not an "
+                             f"integer index such as enumerate() gives (got {timestep!r})")
+        if self._scale_factors and self._upscale_mode and len(self._timestep_values) != len(self._scale_factors) + 1:
+            raise ValueError(f"scale_factors has {len(self._scale_factors)} values for a schedule of "
+                             f"{len(self._timestep_values)} steps; pass one per step but the last")
+        if self._init_size is None or self._step_index is None:
+            self._init_size = tuple(model_output.shape[2:])
+        if not isinstance(timestep, torch.Tensor):
+            timestep = torch.tensor(timestep, dtype=torch.float32)  # compared as the schedule's float32 values
+        index = self._next_step_index(timestep)
+        planned = self._steps[index]
+        x0 = flow_predicted_original_sample(model_output, sample, planned.sigma)
+        if self._scale_factors and self._upscale_mode and index < len(self._scale_factors):
+            x0 = scale_to(x0, self._scale_factors[index], self._init_size, self._upscale_mode)
+        noise = draw_noise(x0.shape, self._step_generator if generator is None else generator, x0.device, x0.dtype)
+        prev_sample = scaled_sum_(noise, planned.sigma_next, x0, planned.one_minus_sigma_next)
+        return self._finish_step(index, (prev_sample.to(model_output.dtype),), return_dict)

@@ -2,6 +2,7 @@
 
 from . import ksampler_names
 from .config_node import LCMSchedulerConfig
+from .flow_timesteps_node import FlowMatchLCMTimesteps
 from .lcm_unet import LCMGuidanceEmbedding, LCMUNetLoader
 from .preset_node import LCMPreset
 from .sampler import LCMSampler, TCDSampler
@@ -16,6 +17,7 @@ NODE_CLASS_MAPPINGS = {
     "LCMGuidanceEmbedding": LCMGuidanceEmbedding,
     "TCDSampler": TCDSampler,
     "LCMPreset": LCMPreset,
+    "FlowMatchLCMTimesteps": FlowMatchLCMTimesteps,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -26,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LCMGuidanceEmbedding": "LCM Guidance Embedding (set w)",
     "TCDSampler": "TCD Sampler (gamma)",
     "LCMPreset": "LCM / TCD Preset (model family)",
+    "FlowMatchLCMTimesteps": "FlowMatch LCM Timesteps (SD3, Flux, Wan)",
 }
 
 # The exact samplers and the LCM timesteps in the plain KSampler's lists (a no-op outside ComfyUI).

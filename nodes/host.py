@@ -1,9 +1,9 @@
 """What the pack reads from the host's MODEL: its sampling parameterisation and noise table.
 
 ComfyUI keeps these on the model's ``model_sampling`` object (``comfy.model_sampling``):
-a mix-in class for the parameterisation (EPS, V_PREDICTION, X0, or the LCM boundary
-condition of ``ModelSamplingDiscrete(lcm)``) over a sigma table. Only attributes that
-ComfyUI has kept stable since 2024 are used.
+a mix-in class for the parameterisation (EPS, V_PREDICTION, X0, the LCM boundary
+condition of ``ModelSamplingDiscrete(lcm)``, or CONST for flow matching) over a sigma
+table. Only attributes that ComfyUI has kept stable since 2024 are used.
 """
 
 from __future__ import annotations
@@ -35,13 +35,64 @@ def applies_lcm_boundary(model_sampling: Any) -> bool:
     return any(cls.__name__ == "LCM" and "calculate_denoised" in vars(cls) for cls in type(model_sampling).__mro__)
 
 
-def require_discrete(model_sampling: Any) -> None:
-    """Refuse models without discrete training timesteps (flow matching, EDM): LCM cannot step them."""
+# The model samplings of ComfyUI's flow-matching models (CONST: x = (1 - sigma) x0 + sigma noise, sigma in
+# [0, 1]): a static shift (SD3 / 3.5, Wan, HiDream, AuraFlow, Lumina) or Flux's, whose ``shift`` is mu
+# (Flux, Qwen-Image, Chroma). Cosmos' CONST sampling has unbounded EDM sigmas and is neither.
+_FLOW_SAMPLINGS = ("ModelSamplingDiscreteFlow", "ModelSamplingFlux")
+DISCRETE_MODELS = "a discrete-timestep model such as SD1.5, SDXL or SSD-1B"
+FLOW_MODELS = "a flow-matching model such as SD3 / 3.5, Flux, Wan, Qwen-Image, HiDream or AuraFlow"
+
+
+def is_flow(model_sampling: Any) -> bool:
+    """True for a flow-matching model (CONST over ModelSamplingDiscreteFlow or ModelSamplingFlux)."""
+    names = _mro_names(model_sampling)
+    return "CONST" in names and any(name in names for name in _FLOW_SAMPLINGS)
+
+
+def has_dynamic_shift(model_sampling: Any) -> bool:
+    """True for ModelSamplingFlux, whose ``shift`` is Flux's mu (the resolution-dependent shift)."""
+    return "ModelSamplingFlux" in _mro_names(model_sampling)
+
+
+def describe_sampling(model_sampling: Any) -> str:
+    """The model sampling's class and its ComfyUI mix-ins, for messages ("ModelSamplingDiscreteFlow, CONST")."""
+    names = [name for name in _mro_names(model_sampling) if name not in ("Module", "object")]
+    return ", ".join(dict.fromkeys(names[1:4] if names[0] == "ModelSampling" else names[:3]))
+
+
+def _named(model_sampling: Any, family: str) -> str:
+    """'SD3 (ModelSamplingDiscreteFlow, CONST)': the model class where known, and its sampling."""
+    sampling = describe_sampling(model_sampling)
+    return f"{family} ({sampling})" if family else f"its sampling ({sampling})"
+
+
+def require_discrete(model_sampling: Any, what: str = "LCM", family: str = "") -> None:
+    """Refuse models without discrete training timesteps (flow matching, EDM) where a discrete formula is needed."""
     names = _mro_names(model_sampling)
     if "ModelSamplingDiscrete" not in names or any("EDM" in name for name in names):
-        raise ValueError(
-            f"model: its sampling ({type(model_sampling).__name__}: {', '.join(names[:4])}) has no discrete "
-            "training timesteps; LCM needs a discrete-timestep model such as SD1.5, SDXL or SSD-1B")
+        if is_flow(model_sampling):
+            raise ValueError(
+                f"model: {_named(model_sampling, family)} is a flow-matching model; {what} needs {DISCRETE_MODELS}. "
+                "On flow models use LCMSampler or KSampler's lcm_diffusers (diffusers' FlowMatchLCMScheduler) with "
+                "the scheduler lcm_diffusers or FlowMatchLCMTimesteps")
+        raise ValueError(f"model: {_named(model_sampling, family)} has no discrete training timesteps; {what} needs "
+                         f"{DISCRETE_MODELS}, or {FLOW_MODELS} for LCMSampler")
+
+
+def require_flow(model_sampling: Any, what: str, family: str = "") -> None:
+    """Refuse models that are not flow matching where the flow formulas are needed."""
+    if not is_flow(model_sampling):
+        raise ValueError(f"model: {_named(model_sampling, family)} is not a flow-matching model; {what} needs "
+                         f"{FLOW_MODELS}. On SD1.5 / SDXL use LCMTimesteps")
+
+
+def model_family(model: Any) -> str:
+    """The ComfyUI model class of a MODEL (ModelPatcher) or of a sampler's model wrapper: SD3, Flux, WAN21, ..."""
+    base = getattr(model, "model", None)
+    if base is None:
+        inner = getattr(model, "inner_model", None)
+        base = getattr(inner, "inner_model", None)
+    return type(base).__name__ if base is not None else ""
 
 
 def prediction_type_of(model_sampling: Any) -> str:
@@ -61,7 +112,8 @@ def prediction_type_of(model_sampling: Any) -> str:
 def config_fields_of(model: Any) -> Dict[str, Any]:
     """The LCMConfig fields a MODEL decides: beta schedule, prediction type, zero-SNR."""
     model_sampling = model_sampling_of(model)
-    require_discrete(model_sampling)
+    require_discrete(model_sampling, "LCMSchedulerConfig's model input (LCM's discrete noise schedule)",
+                     model_family(model))
     settings = getattr(getattr(getattr(model, "model", None), "model_config", None), "sampling_settings", {}) or {}
     comfy_schedule = settings.get("beta_schedule", "linear")
     fields: Dict[str, Any] = {
@@ -79,7 +131,9 @@ def config_fields_of(model: Any) -> Dict[str, Any]:
 
 def model_sigmas(model: Any, timesteps: Sequence[int]) -> torch.Tensor:
     """The host model's own sigma for each integer timestep, float32 on the CPU."""
-    return sigmas_at(model_sampling_of(model), timesteps)
+    model_sampling = model_sampling_of(model)
+    require_discrete(model_sampling, "LCMTimesteps (training timesteps of a discrete schedule)", model_family(model))
+    return sigmas_at(model_sampling, timesteps)
 
 
 def sigmas_at(model_sampling: Any, timesteps: Sequence[int]) -> torch.Tensor:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import torch
 
 from ..lcm_core import DEFAULT_GAMMA, LCMConfig, lcm_timesteps
-from . import host
+from . import flow, host
 from .sampler import sample_lcm_multistep, sample_tcd
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def _ours(function: Callable[..., Any]) -> Callable[..., Any]:
 @_ours
 def sample_lcm_diffusers(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Any = None,
                          callback: Any = None, disable: Any = None) -> torch.Tensor:
-    """LCMSampler with diffusers' default LCMScheduler settings, for KSampler's sampler list."""
+    """LCMSampler with diffusers' default LCMScheduler settings (FlowMatchLCMScheduler's step on a flow
+    model), for KSampler's sampler list."""
     return sample_lcm_multistep(model, x, sigmas, extra_args, callback, disable, config=_DEFAULT_CONFIG)
 
 
@@ -59,10 +60,18 @@ def sample_tcd_diffusers(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extr
 
 @_ours
 def lcm_diffusers_scheduler(model_sampling: Any, steps: int) -> torch.Tensor:
-    """diffusers' LCMScheduler timesteps (original_inference_steps 50) as the model's own sigmas, then 0.
+    """diffusers' LCMScheduler timesteps (original_inference_steps 50) as the model's own sigmas, then 0;
+    on a flow-matching model, FlowMatchLCMScheduler's sigmas as the model family's pipeline asks for them.
 
     KSampler asks for int(steps / denoise) steps when denoise < 1 and runs the last ``steps``.
     """
+    if host.is_flow(model_sampling):
+        try:
+            return flow.schedule_for(model_sampling, int(steps)).sigmas
+        except ValueError as error:
+            raise ValueError(f"scheduler {LCM_SCHEDULER} ({steps} steps, flow model with "
+                             f"{host.describe_sampling(model_sampling)}, shift {model_sampling.shift}): {error}") from None
+    host.require_discrete(model_sampling, f"the scheduler {LCM_SCHEDULER}")
     config = LCMConfig(num_train_timesteps=int(model_sampling.num_timesteps))
     try:
         timesteps = lcm_timesteps(config, int(steps))

@@ -1,6 +1,9 @@
 """LCMSampler and TCDSampler: the LCM and TCD steps as ComfyUI SAMPLERs (k-diffusion style functions).
 
-The host gives x0 for any parameterisation. One LCM step is
+The host gives x0 for any parameterisation. On a flow-matching model (CONST) the LCM sampler
+is diffusers' FlowMatchLCMScheduler: x_next = (1 - sigma_next) * x0 + sigma_next * z, through the
+model's own noise_scaling; ``sample_lcm_multistep`` dispatches to it at its entry, and
+nothing below that point branches on the model kind. On a discrete model one LCM step is
 x0 -> clip/threshold -> denoised = c_out * x0 + c_skip * x_t -> x_k(next) = denoised + sigma_next * z,
 and the last step returns denoised (DESIGN.md, "Semantics"). One TCD step is
 x_s = x0 + sigma_s * eps -> x_k(next) = x_s + sqrt(sigma_next^2 - sigma_s^2) * z, and the last step
@@ -21,6 +24,7 @@ from tqdm.auto import trange
 
 from ..lcm_core import (
     DEFAULT_GAMMA,
+    FlowStep,
     KSpaceStep,
     LCMConfig,
     alphas_cumprod,
@@ -29,6 +33,7 @@ from ..lcm_core import (
     check_gamma,
     distillation_grid,
     draw_noise,
+    flow_steps,
     k_space_steps,
     k_space_trajectory_sample,
     renoise_k_space_,
@@ -37,7 +42,7 @@ from ..lcm_core import (
     timesteps_from_sigmas,
 )
 from ..lcm_core.step import clip_or_threshold
-from . import host
+from . import flow, host
 from .config_node import LCM_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -69,7 +74,16 @@ class PlannedTCDStep:
     host_c_out: Optional[float] = None
 
 
-Planned = Union[PlannedStep, PlannedTCDStep]
+@dataclasses.dataclass(frozen=True)
+class PlannedFlowStep:
+    """One flow LCM step: its float32 scalars, and the next sigma as the sampler's own (device) tensor
+    for the model's noise_scaling."""
+
+    flow: FlowStep
+    sigma_next: torch.Tensor
+
+
+Planned = Union[PlannedStep, PlannedTCDStep, PlannedFlowStep]
 
 
 def _host_timesteps(model_sampling: Any, sigmas: torch.Tensor) -> torch.Tensor:
@@ -93,7 +107,6 @@ def plan_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig) -> 
     Reads ``sigmas`` once (one host-device transfer before sampling, none during it) and
     warns once if a timestep is off the LCM distillation grid of ``config``.
     """
-    host.require_discrete(model_sampling)
     sigma_values = sigmas.detach().to("cpu", torch.float64).tolist()
     if len(sigma_values) < 2:
         return []
@@ -116,6 +129,13 @@ def plan_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig) -> 
     ]
 
 
+def plan_flow_steps(sigmas: torch.Tensor) -> List[PlannedFlowStep]:
+    """The flow LCM step's scalars (one read of ``sigmas``), after checking they are a flow model's."""
+    planned = flow_steps(sigmas)
+    flow.check_flow_sigmas([step.sigma for step in planned] + [step.sigma_next for step in planned[-1:]])
+    return [PlannedFlowStep(step, sigmas[i + 1]) for i, step in enumerate(planned)]
+
+
 def plan_tcd_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig, gamma: float) -> List[PlannedTCDStep]:
     """The TCD step's scalars for these sigmas, from the config's noise table (before the loop).
 
@@ -123,7 +143,6 @@ def plan_tcd_steps(model_sampling: Any, sigmas: torch.Tensor, config: LCMConfig,
     next sigma gives t_prev, gamma gives s (lcm_core.k_space_steps). Warns once if the host
     model would run at other timesteps than the sigmas stand for.
     """
-    host.require_discrete(model_sampling)
     sigma_values = sigmas.detach().to("cpu", torch.float64).tolist()
     if len(sigma_values) < 2:
         return []
@@ -164,15 +183,13 @@ Update = Callable[[torch.Tensor, torch.Tensor, Any, Optional[torch.Generator]], 
 def _sample(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor, extra_args: Dict[str, Any],
             callback: Optional[Callable], disable: Optional[bool], plan: Sequence[Planned],
             update: Update) -> torch.Tensor:
-    """The loop both samplers share: host x0 (boundary undone), the step's update, progress; fp32 maths."""
+    """The loop every sampler shares: the host's x0, the step's update, progress; fp32 maths."""
     generator = step_noise_generator(extra_args.get("seed"), x)
     s_in = x.new_ones([x.shape[0]])
     x = x.float()
     for i in trange(len(plan), disable=disable):
         step = plan[i]
         x0 = model(x, sigmas[i] * s_in, **extra_args).float()
-        if step.host_c_out is not None:
-            x0 = _undo_host_boundary(x0, x, step)
         x_next, preview = update(x, x0, step, generator)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": preview})
@@ -184,12 +201,21 @@ def _sample(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.T
 def sample_lcm_multistep(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor,
                          extra_args: Optional[Dict[str, Any]] = None, callback: Optional[Callable] = None,
                          disable: Optional[bool] = None, config: Optional[LCMConfig] = None) -> torch.Tensor:
-    """LCM multistep sampling (Luo et al. 2023, Algorithm 3), diffusers' LCMScheduler arithmetic and noise."""
+    """LCM multistep sampling (Luo et al. 2023, Algorithm 3), diffusers' LCMScheduler arithmetic and noise.
+
+    On a flow-matching model: diffusers' FlowMatchLCMScheduler (``sample_flow_lcm``); the config's
+    discrete fields do not apply there.
+    """
+    model_sampling = model.inner_model.inner_model.model_sampling
+    if host.is_flow(model_sampling):
+        return sample_flow_lcm(model, x, sigmas, extra_args, callback, disable)
+    host.require_discrete(model_sampling, "LCM", host.model_family(model))
     config = config or LCMConfig()
-    plan = plan_steps(model.inner_model.inner_model.model_sampling, sigmas, config)
+    plan = plan_steps(model_sampling, sigmas, config)
 
     def update(x_k: torch.Tensor, x0: torch.Tensor, step: PlannedStep,
                generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+        x0 = _undo_host_boundary(x0, x_k, step)
         x_t = sample_from_k_space(x_k, step.sigma)
         denoised = apply_boundary_condition(clip_or_threshold(x0, config), x_t, step.c_skip, step.c_out)
         if step.sigma_next > 0:
@@ -209,10 +235,14 @@ def sample_tcd(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torc
     """TCD's Strategic Stochastic Sampling (Zheng et al. 2024), diffusers' TCDScheduler arithmetic and noise."""
     config = config or LCMConfig()
     extra_args = {} if extra_args is None else extra_args
-    plan = plan_tcd_steps(model.inner_model.inner_model.model_sampling, sigmas, config, gamma)
+    model_sampling = model.inner_model.inner_model.model_sampling
+    host.require_discrete(model_sampling, "TCD (diffusers has no flow-matching TCD scheduler)",
+                          host.model_family(model))
+    plan = plan_tcd_steps(model_sampling, sigmas, config, gamma)
 
     def update(x_k: torch.Tensor, x0: torch.Tensor, step: PlannedTCDStep,
                generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+        x0 = _undo_host_boundary(x0, x_k, step)
         x_s = k_space_trajectory_sample(x0, x_k, step.tcd)
         if step.tcd.draws_noise:
             noise = draw_noise(x_k.shape, generator, x_k.device, torch.float32)
@@ -228,12 +258,40 @@ def sample_tcd(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torc
     return out.to(x.dtype)
 
 
-def _undo_host_boundary(output: torch.Tensor, x_k: torch.Tensor, step: Planned) -> torch.Tensor:
-    """x0 from a ModelSamplingDiscrete(lcm) output f = c_out * x0 + c_skip * x_k.
+@torch.no_grad()
+def sample_flow_lcm(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor,
+                    extra_args: Optional[Dict[str, Any]] = None, callback: Optional[Callable] = None,
+                    disable: Optional[bool] = None) -> torch.Tensor:
+    """LCM-style sampling of a flow-matching model, diffusers' FlowMatchLCMScheduler arithmetic and noise.
+
+    x0 is the host's (x - sigma v); the next sample is the model's own noise_scaling at the next
+    sigma, (1 - sigma_next) x0 + sigma_next z, with z in the shape the family's diffusers
+    pipeline draws it (packed 2x2 patches for Flux and Qwen-Image); the last step returns x0.
+    """
+    model_sampling = model.inner_model.inner_model.model_sampling
+    packed = flow.packs_latents(model.inner_model.inner_model)
+    plan = plan_flow_steps(sigmas)
+
+    def update(x_t: torch.Tensor, x0: torch.Tensor, step: PlannedFlowStep,
+               generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+        if step.flow.sigma_next > 0:
+            noise = flow.draw_step_noise(x_t.shape, packed, generator, x_t.device)
+            return model_sampling.noise_scaling(step.sigma_next, noise, x0), x0
+        return x0, x0
+
+    return _sample(model, x, sigmas, {} if extra_args is None else extra_args, callback, disable, plan,
+                   update).to(x.dtype)
+
+
+def _undo_host_boundary(output: torch.Tensor, x_k: torch.Tensor,
+                        step: Union[PlannedStep, PlannedTCDStep]) -> torch.Tensor:
+    """x0 from a ModelSamplingDiscrete(lcm) output f = c_out * x0 + c_skip * x_k; other models' x0 as it is.
 
     At c_out = 0 (t = 0) x0 is lost. That model never reports t = 0 (its timesteps are its LCM
     grid's, k - 1 and up), and LCM's own step would multiply x0 by c_out = 0 there anyway.
     """
+    if step.host_c_out is None:
+        return output
     if step.host_c_out == 0:
         return torch.zeros_like(output)
     return (output - step.host_c_skip * x_k) / step.host_c_out
@@ -257,18 +315,22 @@ class LCMSampler(_SamplerNode):
         "clip / thresholding, and step noise from one CPU generator seeded with the sampler's noise seed in "
         "diffusers' order, so a seed gives the same latents as diffusers on any GPU. Works with CFG, img2img, "
         "inpaint masks and models patched with ModelSamplingDiscrete(lcm) (their boundary condition is not "
-        "applied twice).")
+        "applied twice). On flow-matching models (SD3 / 3.5, Flux, Wan, Qwen-Image) it is diffusers' "
+        "FlowMatchLCMScheduler: x0, then fresh noise at the next sigma; use FlowMatchLCMTimesteps for sigmas.")
     SEARCH_ALIASES = ["lcm", "latent consistency", "lcm sampler", "diffusers lcm", "few step"]
 
     @classmethod
     def INPUT_TYPES(cls) -> Dict[str, Any]:
-        return {"required": {"config": (LCM_CONFIG, {"tooltip": "From LCMSchedulerConfig: timestep_scaling, "
-                                                                "clip_sample and thresholding are used here."})}}
+        # Optional (it was required before flow models): a flow model's step has no discrete settings.
+        return {"required": {}, "optional": {
+            "config": (LCM_CONFIG, {"tooltip": "From LCMSchedulerConfig: timestep_scaling, clip_sample and "
+                                               "thresholding are used here on SD1.5 / SDXL models. Unconnected: "
+                                               "diffusers' defaults. Flow models (SD3, Flux, Wan) do not use it."})}}
 
-    def get_sampler(self, config: LCMConfig) -> Tuple[Any]:
+    def get_sampler(self, config: Optional[LCMConfig] = None) -> Tuple[Any]:
         import comfy.samplers
 
-        return (comfy.samplers.KSAMPLER(sample_lcm_multistep, extra_options={"config": config}),)
+        return (comfy.samplers.KSAMPLER(sample_lcm_multistep, extra_options={"config": config or LCMConfig()}),)
 
 
 class TCDSampler(_SamplerNode):

@@ -16,22 +16,25 @@ Run it with the project's venv (scripts/setup_env.sh prints VENV and COMFYUI):
 tests/test_packaging.py drives the same functions. Every check works on a copy of
 the checkout in a temporary folder (what a clone of the current working tree would
 hold), so nothing is ever written into the checkout. The torch + numpy venv for
-check 1 (about 80 s and 5.5 GB to build) is cached under $LCM_CACHE (default
-~/.cache/lcm-multistep), keyed by the torch pin in requirements-dev.txt and the
-interpreter; every run then gets a fresh, empty venv layered over it with a .pth
-file, so the cache itself is never installed into.
+check 1 is cached under $LCM_CACHE (default ~/.cache/lcm-multistep): hard links to
+the files of this interpreter's own torch, numpy and their requirements (a few
+seconds, no download, almost no disk; see torch_layer). Every run then gets a fresh,
+empty venv layered over it with a .pth file, so the cache itself is never installed
+into.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import zipfile
 from pathlib import Path
@@ -185,11 +188,67 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LCM_CACHE") or Path.home() / ".cache" / "lcm-multistep")
 
 
+# What the layer holds: torch and numpy as the host has them, plus pip to install the pack with.
+LAYER_ROOTS = ("torch", "numpy", "pip")
+
+
+def layer_distributions(site: Path) -> List[importlib.metadata.Distribution]:
+    """LAYER_ROOTS and everything they require on this platform, with the extras they ask for
+    (torch asks for cuda-toolkit[cublas,cudart,...]), as installed in `site`: what
+    `pip install torch numpy` would have put in an empty venv."""
+    from packaging.requirements import Requirement
+
+    found: Dict[str, importlib.metadata.Distribution] = {}
+    done = set()  # (name, extra) pairs followed; "" is the distribution itself
+    todo = [(root, "") for root in LAYER_ROOTS]
+    while todo:
+        name, extra = todo.pop()
+        name = re.sub(r"[-_.]+", "-", name).lower()
+        if (name, extra) in done:
+            continue
+        done.add((name, extra))
+        if name not in found:
+            dist = next(iter(importlib.metadata.distributions(name=name, path=[str(site)])), None)
+            if dist is None:
+                raise CheckFailed(f"{name} is not installed in {site}; run scripts/setup_env.sh")
+            found[name] = dist
+        for line in found[name].requires or []:
+            req = Requirement(line)
+            # Platform markers hold or not here; `extra == "x"` holds in the pass for extra x.
+            if req.marker is None or req.marker.evaluate({"extra": extra}):
+                todo += [(req.name, "")] + [(req.name, wanted) for wanted in req.extras]
+    return [found[name] for name in sorted(found)]
+
+
+def _link_or_copy(source: Path, target: Path) -> bool:
+    """Hard-link source to target (no second copy on disk); copy where the file system cannot.
+    True when linked."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+        return True
+    except OSError:
+        shutil.copy2(source, target)
+        return False
+
+
 def torch_layer(cache: Optional[Path] = None, log=print) -> Path:
-    """A cached venv holding only torch (the pin of requirements-dev.txt) and numpy."""
+    """A cached venv holding only torch and numpy (and what they require, and pip).
+
+    Its files are hard links to this interpreter's own installed ones (the project's venv, whose
+    torch is the pin of requirements-dev.txt), so it costs a few seconds and almost no disk, and
+    needs no download; the check proves the same as with a separate install because the layer
+    holds the same distributions, files and metadata that `pip install torch numpy` gives, and
+    nothing else (no comfy, no diffusers). Keyed by this venv's path and those versions.
+    """
     cache = cache or cache_dir()
-    torch_pin = pinned("torch")
-    key_src = "\n".join([torch_pin, "numpy", sys.version, os.path.realpath(sys.executable), "layer-v1"])
+    main_site = Path(sysconfig.get_path("purelib"))
+    dists = layer_distributions(main_site)
+    versions = [f"{d.metadata['Name']}=={d.version}" for d in dists]
+    if pinned("torch").lower() not in {v.lower() for v in versions}:
+        raise CheckFailed(f"this venv has {versions}, not requirements-dev.txt's {pinned('torch')}; "
+                          "run scripts/setup_env.sh")
+    key_src = "\n".join([*versions, sys.version, os.path.realpath(sys.prefix), "layer-v2"])
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     layer = cache / f"venv-torch-numpy-{key}"
     done = layer / ".complete"
@@ -206,13 +265,30 @@ def torch_layer(cache: Optional[Path] = None, log=print) -> Path:
             pass
         if done.exists() and _venv_python(layer).exists():
             return layer
-        log(f"building the torch + numpy venv {layer} (once; about 80 s and 5.5 GB)")
+        log(f"building the torch + numpy venv {layer} from {main_site} (once; hard links, a few seconds)")
         shutil.rmtree(layer, ignore_errors=True)
-        run([sys.executable, "-m", "venv", layer], cache, 300)
-        py = _venv_python(layer)
-        run([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], cache, 600)
-        run([py, "-m", "pip", "install", "--quiet", torch_pin, "numpy"], cache, 1800)
-        done.write_text(torch_pin + "\n", encoding="utf-8")
+        run([sys.executable, "-m", "venv", "--without-pip", layer], cache, 300)
+        site = _site_packages(_venv_python(layer))
+        linked = copied = 0
+        for dist in dists:
+            for file in dist.files or []:
+                source = Path(dist.locate_file(file))
+                # RECORD also names console scripts outside site-packages (../../../bin/torchrun)
+                # and caches pip wrote after the fact; the layer needs neither.
+                if file.parts[0] == ".." or not source.is_file():
+                    continue
+                if _link_or_copy(source, site / file):
+                    linked += 1
+                else:
+                    copied += 1
+        if copied:
+            log(f"  {copied} files copied: the cache and {main_site} are on file systems without shared hard links")
+        done.write_text("\n".join(versions) + "\n", encoding="utf-8")
+        # Layers of other venvs (or of the old scheme, a second 5.5 GB install) are dead weight.
+        for old in cache.glob("venv-torch-numpy-*"):
+            if old != layer and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+                (cache / f"{old.name}.lock").unlink(missing_ok=True)
         return layer
     finally:
         lock.close()

@@ -34,37 +34,31 @@ server that does not start.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import logging
 import os
-import shutil
-import signal
-import socket
+import struct
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+import comfy_host  # noqa: E402  (the server, the tests' and the screenshots' too)
+
 WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "lcm_txt2img_then_img2img.api.json"
-PACK_FOLDER = "lcm-multistep"
-DIGITS_DIR = REPO_ROOT / "demo" / "lcm_digits"
-DIGITS_FOLDER = "lcm-digits-demo"
 DIGIT_STEPS = (1, 2, 4, 8)
 DIGITS_PICTURE = "lcm_digits_demo.png"
 # Beside the environment that scripts/setup_env.sh builds ($LCM_CACHE, default ~/.cache/lcm-multistep).
 DEFAULT_OUT = Path(os.environ.get("LCM_CACHE") or Path.home() / ".cache" / "lcm-multistep") / "demo"
-# comfy-cli: no telemetry prompt, no telemetry, no update check. `comfy launch` also
-# refreshes a "knowledge" bundle from the cloud in a background thread unless
-# COMFY_KNOWLEDGE_FILE names a local one: an empty file keeps the demo offline.
-QUIET_ENV = {"DO_NOT_TRACK": "1", "COMFY_NO_TELEMETRY": "1", "COMFY_NO_UPDATE_CHECK": "1",
-             "COMFY_KNOWLEDGE_FILE": os.devnull}
+# `make demo` sets it: messages then name make's variables (PORT=8190), not the options they become.
+VIA_MAKE_ENV = "LCM_DEMO_VIA_MAKE"
+MAKE_NAMES = {"--port": "PORT=", "--ckpt": "CKPT=", "--lora": "LORA=", "--cpu": "CPU=1"}
 
 
 class DemoError(Exception):
@@ -77,6 +71,14 @@ class DemoError(Exception):
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+def option(flag: str, value: Any = None) -> str:
+    """How the user sets an option: `--port 8190`, or `PORT=8190` under `make demo`."""
+    name = MAKE_NAMES.get(flag) if os.environ.get(VIA_MAKE_ENV) == "1" else None
+    if name is None:
+        return flag if value is None else f"{flag} {value}"
+    return name if value is None else f"{name}{value}"
 
 
 # ---------------------------------------------------------------------------
@@ -124,11 +126,8 @@ def prepare_graph(graph: dict[str, Any], ckpt_name: str, size: int, seed: int,
 
 def api_node(object_info: dict[str, Any], class_type: str, title: str, **inputs: Any) -> dict[str, Any]:
     """An API-format node: the given inputs, and every other required widget at its default."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from comfy_host import input_specs, is_widget
-
-    for name, input_type, options, optional in input_specs(object_info[class_type]):
-        if name not in inputs and not optional and is_widget(input_type, options):
+    for name, input_type, options, optional in comfy_host.input_specs(object_info[class_type]):
+        if name not in inputs and not optional and comfy_host.is_widget(input_type, options):
             inputs[name] = options.get("default", input_type[0] if isinstance(input_type, list) else None)
     return {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
 
@@ -218,66 +217,106 @@ def digits_picture(rows: list[tuple[str, list[Any], int]], path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------
-# The server
+# Checks before anything starts
 # ---------------------------------------------------------------------------
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What makes ``path`` unreadable as a .safetensors file, from its header alone (None: it reads).
+
+    The format: an 8-byte little-endian header length N, N bytes of JSON ({name: {dtype, shape,
+    data_offsets: [begin, end]}}, plus an optional __metadata__), then the tensor bytes, which
+    end exactly at the file's end. Reading N + 8 bytes catches an empty, truncated or
+    other-format file in milliseconds, where ComfyUI would fail only after its start-up.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes is too short for a safetensors header"
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            return (f"its first 8 bytes announce a {length}-byte header in a {size}-byte file: not a safetensors "
+                    "file (a .ckpt or .pt pickle?), or cut short")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return "its header is not JSON: not a safetensors file"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object: not a safetensors file"
+    try:
+        end = max(int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__")
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "its header lists no tensors, or tensors without data_offsets: not a safetensors file"
+    if 8 + length + end != size:
+        return (f"its header needs {8 + length + end} bytes, the file has {size}: "
+                + ("cut short (an interrupted download?)" if size < 8 + length + end else "extra bytes at its end"))
+    return None
+
+
+def check_inputs(args: argparse.Namespace) -> list[str]:
+    """Refuse what cannot run (DemoError, before the server starts or anything is written);
+    returns notes on what will run."""
+    if args.lora is not None and args.ckpt is None:
+        raise DemoError(f"{option('--lora')} needs {option('--ckpt')}: the LoRA goes on your checkpoint "
+                        "(the digit demo has its own model)")
+    for flag, path in (("--ckpt", args.ckpt), ("--lora", args.lora)):
+        if path is None:
+            continue
+        if not path.is_file():
+            raise DemoError(f"{option(flag, path)}: no such file")
+        problem = safetensors_problem(path)
+        if problem:
+            raise DemoError(f"{option(flag, path)}: {problem}. The demo takes .safetensors files.")
+    if args.size % 8 or not 64 <= args.size <= 4096:
+        raise DemoError(f"--size {args.size}: use a multiple of 8 from 64 to 4096")
+    if args.port != 0:
+        try:
+            comfy_host.free_port(args.port)
+        except OSError:
+            raise DemoError(f"port {args.port} on 127.0.0.1 is in use (another ComfyUI?); pass "
+                            f"{option('--port', 'N')} for another, or {option('--port', 0)} for a free one") from None
+    if args.ckpt is not None and args.lora is None:
+        return [f"{option('--ckpt')} without {option('--lora')}: running {args.ckpt.name} alone, with no LoRA "
+                "(right for a full LCM checkpoint; for SD1.5 + LCM-LoRA add "
+                f"{option('--lora', '/path/to/lcm-lora-sdv1-5.safetensors')})"]
+    return []
 
 
 def find_comfyui() -> Path:
     """$LCM_COMFYUI / $COMFYUI (make demo sets both), else what scripts/setup_env.sh prints."""
-    value = os.environ.get("LCM_COMFYUI") or os.environ.get("COMFYUI")
+    value = os.environ.get(comfy_host.ENV_VAR) or os.environ.get("COMFYUI")
     if not value:
         try:
             out = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "setup_env.sh")], check=True,
                                  capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
         except (OSError, subprocess.CalledProcessError) as err:
-            raise DemoError(f"no ComfyUI tree: set LCM_COMFYUI or run `make demo` ({err})") from None
+            raise DemoError(f"no ComfyUI tree: set {comfy_host.ENV_VAR} or run `make demo` ({err})") from None
         value = next((line[8:] for line in out.splitlines() if line.startswith("COMFYUI=")), "")
-    tree = Path(value)
-    if not (tree / "main.py").is_file():
-        raise DemoError(f"{tree} is not a ComfyUI tree (no main.py); run `make demo`")
-    return tree
-
-
-def check_port(port: int) -> int:
-    """The port to use (0: a free one); DemoError if something already listens there."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            raise DemoError(f"port {port} on 127.0.0.1 is in use (another ComfyUI?); "
-                            "pass --port N, or --port 0 for a free one") from None
-        return int(s.getsockname()[1])
-
-
-def link(path: Path, target: Path) -> None:
-    """Make `path` a symlink to `target` (replacing an old symlink, never a real file)."""
-    if path.is_symlink():
-        if path.resolve() == target.resolve():
-            return
-        path.unlink()
-    elif path.exists():
-        raise DemoError(f"{path} exists and is not a symlink; remove it or use another --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.symlink_to(target.resolve())
+    os.environ[comfy_host.ENV_VAR] = value
+    try:
+        return comfy_host.comfy_tree()
+    except comfy_host.ComfyHostError as err:
+        raise DemoError(str(err)) from None
 
 
 def prepare_base_dir(base: Path, ckpt: Path | None, lora: Path | None) -> tuple[str | None, str | None]:
-    """custom_nodes/ -> this repo (and the digit demo without --ckpt), and the models; returns
+    """The models linked into base's models/ (the server links the custom nodes); returns
     (ckpt_name, lora_name), both None for the digit demo."""
-    link(base / "custom_nodes" / PACK_FOLDER, REPO_ROOT)
-    digits_link = base / "custom_nodes" / DIGITS_FOLDER
+    digits_link = base / "custom_nodes" / comfy_host.DIGITS_DEMO_FOLDER
     if ckpt is None:
-        link(digits_link, DIGITS_DIR)
         return None, None
     if digits_link.is_symlink():
         digits_link.unlink()  # a real-model run shows only the pack's nodes
-    link(base / "models" / "checkpoints" / ckpt.name, ckpt)
-    lora_name = None
-    if lora is not None:
-        link(base / "models" / "loras" / lora.name, lora)
-        lora_name = lora.name
-    return ckpt.name, lora_name
+    try:
+        comfy_host.ensure_symlink(base / "models" / "checkpoints" / ckpt.name, ckpt)
+        if lora is not None:
+            comfy_host.ensure_symlink(base / "models" / "loras" / lora.name, lora)
+    except comfy_host.ComfyHostError as err:
+        raise DemoError(f"{err} (or pass another --out)") from None
+    return ckpt.name, None if lora is None else lora.name
 
 
 def accelerator() -> str | None:
@@ -295,119 +334,9 @@ def accelerator() -> str | None:
     return None
 
 
-def find_comfy_cli() -> str | None:
-    """comfy-cli's `comfy` beside this python (the venv's), else on $PATH."""
-    comfy = Path(sys.executable).parent / "comfy"
-    return str(comfy) if comfy.is_file() else shutil.which("comfy")
-
-
-class Server:
-    """ComfyUI in its own process group, started by comfy-cli or by main.py directly."""
-
-    def __init__(self, tree: Path, base: Path, port: int, cpu: bool) -> None:
-        self.tree, self.base, self.port, self.cpu = tree, base, port, cpu
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = base / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.how = ""
-
-    def main_args(self) -> list[str]:
-        return [*(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
-                "--base-directory", str(self.base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:",
-                "--disable-api-nodes"]
-
-    def start(self, timeout: float) -> float:
-        """Start and wait for /object_info; returns the seconds it took."""
-        comfy_cli = find_comfy_cli()
-        if comfy_cli:
-            cmd = [comfy_cli, "--skip-prompt", "--workspace", str(self.tree), "launch", "--", *self.main_args()]
-            try:
-                return self._start(cmd, "comfy-cli launch", timeout)
-            except DemoError as err:
-                if self.proc is None or self.proc.returncode is None or "Launching ComfyUI from" in self.log_text():
-                    raise  # ComfyUI itself ran and failed, or runs but does not answer: no second try
-                failed_log = self.log_path.with_name("comfy-cli-launch.log")
-                self.log_path.replace(failed_log)
-                say(f"comfy-cli launch did not start ComfyUI ({err}); falling back to `python main.py` "
-                    f"(comfy-cli's output: {failed_log})")
-        else:
-            say("comfy-cli is not installed in this environment; starting ComfyUI with `python main.py`")
-        return self._start([sys.executable, "main.py", *self.main_args()], "python main.py", timeout)
-
-    def _start(self, cmd: list[str], how: str, timeout: float) -> float:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **QUIET_ENV)
-        if sys.prefix != sys.base_prefix:  # comfy-cli runs main.py with $VIRTUAL_ENV's python: this one
-            env["VIRTUAL_ENV"] = sys.prefix
-        self.how = how
-        say(f"starting ComfyUI ({how}) on {self.url}, log {self.log_path}")
-        start = time.monotonic()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.tree, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        while True:
-            if self.proc.poll() is not None:
-                raise DemoError(f"ComfyUI exited with code {self.proc.returncode} while starting: "
-                                f"{self.last_log_line()} (log: {self.log_path})")
-            with contextlib.suppress(OSError, ValueError):
-                self.get("/object_info", timeout=10)
-                return time.monotonic() - start
-            if time.monotonic() - start > timeout:
-                self.stop()
-                raise DemoError(f"ComfyUI did not answer within {timeout:.0f} s (log: {self.log_path})")
-            time.sleep(0.25)
-
-    def last_log_line(self) -> str:
-        lines = [line for line in self.log_text().splitlines() if line.strip() and not line.startswith('{"schema"')]
-        return lines[-1].strip() if lines else "(no output)"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """SIGINT to the process group (ComfyUI stops cleanly), SIGKILL after 15 s."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-    def get(self, path: str, timeout: float = 30) -> Any:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout) as resp:
-            return json.load(resp)
-
-    def post_prompt(self, graph: dict[str, Any], client_id: str) -> str:
-        body = json.dumps({"prompt": graph, "client_id": client_id}).encode()
-        req = urllib.request.Request(f"{self.url}/prompt", data=body, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return str(json.load(resp)["prompt_id"])
-        except urllib.error.HTTPError as err:
-            answer = json.loads(err.read().decode("utf-8", errors="replace") or "{}")
-            problems = [f"node {nid} ({e.get('class_type')}): " + "; ".join(x.get("details") or x.get("message", "")
-                                                                             for x in e.get("errors", []))
-                        for nid, e in answer.get("node_errors", {}).items()]
-            detail = " | ".join(problems) or answer.get("error", {}).get("message", str(err))
-            raise DemoError(f"ComfyUI rejected the workflow: {detail}", code=1) from None
-
-
-def pack_import_time(log_text: str) -> str:
-    """The pack's row of ComfyUI's "Import times for custom nodes" table."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from comfy_host import import_times
-
-    for path, (seconds, imported) in import_times(log_text).items():
-        if Path(path).name == PACK_FOLDER:
-            return f"pack import: {seconds:.1f} s" + ("" if imported else " (IMPORT FAILED)")
-    return "pack import time: not in the log"
+def host_failure(err: comfy_host.ComfyHostError, code: int = 1) -> DemoError:
+    """A server error as the demo's one-line message (its first line; the rest is in the log)."""
+    return DemoError(str(err).splitlines()[0], code=code)
 
 
 # ---------------------------------------------------------------------------
@@ -415,7 +344,7 @@ def pack_import_time(log_text: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> dict[str, Any]:
+def run_prompt(server: comfy_host.ComfyServer, graph: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Queue the graph, print each node and sampler step as the websocket reports them; return the
     prompt's history entry."""
     client_id = uuid.uuid4().hex
@@ -423,24 +352,16 @@ def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> dict[st
     try:
         import websocket  # websocket-client, a dependency of comfy-cli
     except ImportError:
-        websocket = None
+        websocket = None  # no progress lines: wait_for below polls the history
     ws = None
     if websocket is not None:
         ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?clientId={client_id}", timeout=10)
         ws.settimeout(0.5)
-    prompt_id = server.post_prompt(graph, client_id)
-    say(f"queued prompt {prompt_id}")
     start = time.monotonic()
-    deadline = start + timeout
     try:
-        while time.monotonic() < deadline:
-            if server.proc is None or server.proc.poll() is not None:
-                raise DemoError(f"ComfyUI stopped while running the prompt (log: {server.log_path})", code=1)
-            if ws is None:  # no websocket client: poll the history
-                time.sleep(0.2)
-                if prompt_id in server.get(f"/history/{prompt_id}"):
-                    break
-                continue
+        prompt_id = server.post_prompt(graph, client_id)
+        say(f"queued prompt {prompt_id}")
+        while ws is not None and time.monotonic() < start + timeout and server.running:
             try:
                 raw = ws.recv()
             except websocket.WebSocketTimeoutException:
@@ -451,35 +372,24 @@ def run_prompt(server: Server, graph: dict[str, Any], timeout: float) -> dict[st
             kind, data = message.get("type"), message.get("data") or {}
             if data.get("prompt_id") != prompt_id:
                 continue
-            now = time.monotonic()
+            now = time.monotonic() - start
             if kind == "executing":
-                node = data.get("node")
-                if node is None:
+                if data.get("node") is None:
                     break
-                say(f"  [{now - start:6.2f} s] node {node}: {titles.get(node, '?')}")
+                say(f"  [{now:6.2f} s] node {data['node']}: {titles.get(data['node'], '?')}")
             elif kind == "progress":
-                say(f"  [{now - start:6.2f} s]     step {data.get('value')}/{data.get('max')}")
+                say(f"  [{now:6.2f} s]     step {data.get('value')}/{data.get('max')}")
             elif kind == "execution_cached" and data.get("nodes"):
                 say(f"  cached: nodes {', '.join(data['nodes'])}")
             elif kind in ("execution_success", "execution_error", "execution_interrupted"):
                 break
-        else:
-            raise DemoError(f"the prompt did not finish within {timeout:.0f} s (log: {server.log_path})", code=1)
+        # The history entry lands just after the last message.
+        return server.wait_for(prompt_id, timeout=max(5.0, start + timeout - time.monotonic()))
+    except comfy_host.ComfyHostError as err:
+        raise host_failure(err) from None
     finally:
         if ws is not None:
             ws.close()
-    for _ in range(50):  # the history entry lands just after the last message
-        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            break
-        time.sleep(0.1)
-    status = (entry or {}).get("status", {})
-    if status.get("status_str") != "success":
-        errors = [d for kind, d in status.get("messages", []) if kind == "execution_error"]
-        detail = "; ".join(f"node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
-                           f"{e.get('exception_message', '').strip()}" for e in errors) or json.dumps(status)
-        raise DemoError(f"the prompt failed: {detail} (log: {server.log_path})", code=1)
-    return entry
 
 
 def execution_seconds(entry: dict[str, Any]) -> float | None:
@@ -490,26 +400,18 @@ def execution_seconds(entry: dict[str, Any]) -> float | None:
     return None
 
 
-def saved_images(base: Path, entry: dict[str, Any]) -> list[Path]:
-    return [base / img.get("type", "output") / img.get("subfolder", "") / img["filename"]
-            for out in entry.get("outputs", {}).values() for img in out.get("images", [])]
-
-
 # ---------------------------------------------------------------------------
 # The schedule plot
 # ---------------------------------------------------------------------------
 
 
-def schedules(tree: Path, steps: int) -> dict[str, dict[str, tuple[list[str], list[float]]]]:
-    """{model sampling: {schedule: (timestep labels, sigmas)}} from lcm_core and ComfyUI's own code.
+def schedules(steps: int) -> dict[str, dict[str, tuple[list[str], list[float]]]]:
+    """{model sampling: {schedule: (timestep labels, sigmas)}} from lcm_core and ComfyUI's own code
+    (imported in this process, on the CPU, from the tree of $LCM_COMFYUI).
 
     A label reads "519 or 499" where the sigma lies half-way between two training timesteps:
     which one ComfyUI picks there depends on how the CPU rounds (comfy_host.comfy_timesteps).
     """
-    os.environ["LCM_COMFYUI"] = str(tree)
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    import comfy_host  # puts the tree first on sys.path and forces CPU
-
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # ComfyUI warns about optional audio packages on import
@@ -592,18 +494,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_digits(server: Server, base: Path, seed: int, timeout: float) -> tuple[dict[str, Any], Path, list[str]]:
+def run_digits(server: comfy_host.ComfyServer, seed: int, timeout: float) -> tuple[dict[str, Any], Path, list[str]]:
     """The digit demo's prompt; returns (history entry, the labelled picture, a line per row)."""
     from PIL import Image
 
-    info = server.get("/object_info")
+    info = server.object_info()
     if "DigitsModelLoader" not in info:
-        raise DemoError(f"ComfyUI did not load the digit demo's nodes from {DIGITS_DIR}; see {server.log_path}")
+        raise DemoError(f"ComfyUI did not load the digit demo's nodes from {comfy_host.DIGITS_DEMO_DIR}; "
+                        f"see {server.log_path}")
     graph, labels = digits_graph(info, seed)
     say(f"running the digit demo: digits 0-9, seed {seed}: the pack's LCMSampler and ComfyUI's lcm at "
         f"{', '.join(map(str, DIGIT_STEPS))} steps, then img2img at strength 0.5")
     entry = run_prompt(server, graph, timeout)
-    images = saved_images(base, entry)
+    images = server.output_files(entry)
     rows, lines = [], []
     for prefix, label in labels.items():
         mine = [Image.open(path) for path in images if path.name.startswith(prefix + "_")]
@@ -613,48 +516,65 @@ def run_digits(server: Server, base: Path, seed: int, timeout: float) -> tuple[d
         right = sum(int(digit == want) for want, digit in enumerate(seen))
         rows.append((label, mine, right))
         lines.append(f"  {label:48s} classifier reads {' '.join(map(str, seen))}: {right}/10 right")
-    return entry, digits_picture(rows, base / DIGITS_PICTURE), lines
+    return entry, digits_picture(rows, server.base_dir / DIGITS_PICTURE), lines
+
+
+def start_server(args: argparse.Namespace, base: Path, digits: bool) -> comfy_host.ComfyServer:
+    """ComfyUI on 127.0.0.1 with the pack (and the digit demo's nodes), started as users start it:
+    comfy-cli's `comfy launch` (main.py where comfy-cli cannot)."""
+    gpu = None if args.cpu else accelerator()
+    say(f"device: {gpu}" if gpu else "device: CPU" + ("" if args.cpu else " (no GPU found)"))
+    # The server's own messages (how it starts, the fallback to main.py) are the demo's output too.
+    host_log = logging.getLogger(comfy_host.__name__)
+    if not host_log.handlers:
+        host_log.addHandler(logging.StreamHandler(sys.stdout))
+        host_log.setLevel(logging.INFO)
+        host_log.propagate = False
+    server = comfy_host.ComfyServer(
+        base_dir=base, port=args.port, cpu=gpu is None, comfy_cli=True, startup_timeout=180,
+        extra_custom_nodes={comfy_host.DIGITS_DEMO_FOLDER: comfy_host.DIGITS_DEMO_DIR} if digits else None)
+    try:
+        server.start()
+    except comfy_host.ComfyHostError as err:
+        server.close()
+        raise host_failure(err, code=2) from None
+    except BaseException:  # Ctrl-C while it starts: it runs in its own process group, stop it here
+        server.close()
+        raise
+    seconds = server.pack_import_seconds()  # the line before says how long the start took
+    say("pack import time: not in the log" if seconds is None else f"pack import: {seconds:.1f} s")
+    if "LCMTimesteps" not in server.get_json("/object_info/LCMTimesteps"):
+        server.close()
+        raise DemoError(f"ComfyUI did not load the pack; see {server.log_path}")
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = None
     try:
-        for what, path in (("--ckpt", args.ckpt), ("--lora", args.lora)):
-            if path is not None and not path.is_file():
-                raise DemoError(f"{what} {path}: no such file")
-        if args.lora is not None and args.ckpt is None:
-            raise DemoError("--lora needs --ckpt: the LoRA goes on your checkpoint (the digit demo has its own model)")
-        if args.size % 8 or not 64 <= args.size <= 4096:
-            raise DemoError(f"--size {args.size}: use a multiple of 8 from 64 to 4096")
-        port = check_port(args.port)
-        tree = find_comfyui()
+        for note in check_inputs(args):
+            say(note)
+        find_comfyui()
         base = args.out.expanduser().resolve()
         ckpt_name, lora_name = prepare_base_dir(base, args.ckpt, args.lora)
-
-        gpu = None if args.cpu else accelerator()
-        say(f"device: {gpu}" if gpu else "device: CPU" + ("" if args.cpu else " (no GPU found)"))
-        server = Server(tree, base, port, cpu=gpu is None)
-        start_s = server.start(timeout=180)
-        say(f"ComfyUI ready after {start_s:.1f} s ({server.how}); {pack_import_time(server.log_text())}")
-        if "LCMTimesteps" not in server.get("/object_info/LCMTimesteps"):
-            raise DemoError(f"ComfyUI did not load the pack; see {server.log_path}")
+        server = start_server(args, base, digits=ckpt_name is None)
 
         wall = time.monotonic()
         if ckpt_name is None:
-            entry, picture, lines = run_digits(server, base, args.seed, args.timeout)
+            entry, picture, lines = run_digits(server, args.seed, args.timeout)
         else:
             graph = prepare_graph(load_workflow(), ckpt_name, args.size, args.seed, lora_name)
-            say(f"running {WORKFLOW.name}: {ckpt_name}{' + ' + lora_name if lora_name else ''}, "
+            say(f"running {WORKFLOW.name}: {ckpt_name}{' + ' + lora_name if lora_name else ' (no LoRA)'}, "
                 f"{args.size}x{args.size}, seeds {args.seed} and {args.seed + 1}")
             entry = run_prompt(server, graph, args.timeout)
-            images = saved_images(base, entry)
+            images = server.output_files(entry)
             if len(images) != 2:
                 raise DemoError(f"expected 2 images, ComfyUI saved {len(images)}", code=1)
         wall = time.monotonic() - wall
 
         plot_s = time.monotonic()
-        table = schedules(tree, 4)
+        table = schedules(4)
         plot = plot_schedules(table, 4, base / "lcm_schedules_4steps.png")
         plot_s = time.monotonic() - plot_s
         say("\n4-step timesteps (\"519 or 499\": half-way between two, the CPU's rounding picks):")
@@ -664,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"plot: {plot}")
 
         say("\ntimings:")
-        say(f"  server start ({server.how}): {start_s:.1f} s")
+        say(f"  server start ({server.launcher}): {server.startup_seconds:.1f} s")
         executed = execution_seconds(entry)
         say(f"  the prompt: {executed if executed is not None else wall:.2f} s as ComfyUI reports it, "
             f"{wall:.2f} s queue to done")
@@ -683,14 +603,13 @@ def main(argv: list[str] | None = None) -> int:
             for image in images:
                 say(f"  {image}")
             say(f"  txt2img in 4 LCM steps, then img2img at strength 0.5, on {ckpt_name}"
-                f"{' with ' + lora_name if lora_name else ' (no LoRA)'}.")
+                f"{' with ' + lora_name if lora_name else ' alone (no LoRA)'}.")
         say("In your own ComfyUI: put this folder in ComfyUI/custom_nodes/, restart, then Workflow > Browse "
             "Templates (or the Templates button) > lcm-multistep, or open "
             "example_workflows/lcm_txt2img_then_img2img.json; its note says which files go where.")
         if args.keep_running:
-            assert server.proc is not None
-            say(f"\nComfyUI keeps running at {server.url} (base {base}); stop it with: kill -INT -- -{server.proc.pid}")
-            server = None
+            url, pid, server = server.url, server.detach(), None
+            say(f"\nComfyUI keeps running at {url} (base {base}); stop it with: kill -INT -- -{pid}")
         return 0
     except DemoError as err:
         print(f"demo: {err}", file=sys.stderr)
@@ -699,9 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: interrupted", file=sys.stderr)
         return 130
     finally:
-        if server is not None and server.proc is not None and server.proc.poll() is None:
+        if server is not None and server.running:
             stop = time.monotonic()
-            server.stop()
+            server.close()
             say(f"stopped ComfyUI in {time.monotonic() - stop:.1f} s")
 
 

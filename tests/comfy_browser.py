@@ -63,8 +63,9 @@ def chromium_path() -> str:
     path = os.environ.get(CHROMIUM_ENV) or DEFAULT_CHROMIUM
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise BrowserUnavailable(
-            f"chromium not found at {path}: run scripts/setup_env.sh as root (it installs Debian's chromium), "
-            f"or install it yourself: {INSTALL_COMMAND} (or set {CHROMIUM_ENV} to a Chromium binary)."
+            f"chromium not found at {path}: run `scripts/setup_env.sh --chromium` as root (`make test` does; it "
+            f"installs Debian's chromium), or install it yourself: {INSTALL_COMMAND} "
+            f"(or set {CHROMIUM_ENV} to a Chromium binary)."
         )
     return path
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,7 +52,8 @@ ENV_VAR = "LCM_COMFYUI"
 
 
 class ComfyHostError(RuntimeError):
-    """The ComfyUI host is missing, misconfigured or failed."""
+    """The ComfyUI host is missing, misconfigured or failed. The message's first line says what
+    (scripts print it alone); further lines carry the evidence (a server log, a traceback)."""
 
 
 def comfy_tree() -> Path:
@@ -432,21 +434,48 @@ def format_timesteps(candidates: list[tuple[int, ...]]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
+def free_port(port: int = 0) -> int:
+    """``port`` if nothing listens on it on 127.0.0.1 (0: any free one); OSError when one does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is free
+        s.bind(("127.0.0.1", port))
         return int(s.getsockname()[1])
+
+
+def ensure_symlink(path: Path, target: Path) -> None:
+    """Make ``path`` a symlink to ``target``, replacing an old symlink (a base directory kept
+    between runs may point at a moved checkout), never a real file or folder."""
+    if path.is_symlink():
+        if path.resolve() == target.resolve():
+            return
+        path.unlink()
+    elif path.exists():
+        raise ComfyHostError(f"{path} exists and is not a symlink; remove it or use another base directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+
+
+# comfy-cli: no telemetry prompt, no telemetry, no update check. `comfy launch` also
+# refreshes a "knowledge" bundle from the cloud in a background thread unless
+# COMFY_KNOWLEDGE_FILE names a local one: an empty file keeps it offline.
+COMFY_CLI_QUIET_ENV = {"DO_NOT_TRACK": "1", "COMFY_NO_TELEMETRY": "1", "COMFY_NO_UPDATE_CHECK": "1",
+                       "COMFY_KNOWLEDGE_FILE": os.devnull}
 
 
 class ComfyServer:
     """ComfyUI's main.py on 127.0.0.1 with this repo in custom_nodes/; a context manager.
 
+    The tests, scripts/demo.py and scripts/screenshot_workflows.py all start their servers here.
     The base directory (custom_nodes/, models/, input/, output/, user/) is a
-    fresh temporary folder, removed on exit unless keep_base_dir is set.
+    fresh temporary folder, removed on exit unless keep_base_dir is set, or ``base_dir`` (kept).
     extra_args go to main.py; the default --disable-api-nodes skips ComfyUI's
     paid-API nodes (start-up 8 s instead of 10 s on 2 cores, and no attempt to
     reach the internet). extra_custom_nodes ({folder name: path}) links more
     custom-node folders beside the pack, e.g. the digit demo's; none by default.
+    port 0 takes a free one; cpu=False lets ComfyUI pick the GPU; comfy_cli starts it the way
+    users do, `comfy launch`, falling back to main.py where comfy-cli cannot launch it.
+    Errors are ComfyHostError whose first line says what failed (with the log's path) and
+    whose further lines carry the log or the node's traceback.
     """
 
     def __init__(
@@ -456,6 +485,10 @@ class ComfyServer:
         startup_timeout: float = 90.0,
         keep_base_dir: bool = False,
         extra_custom_nodes: dict[str, Path] | None = None,
+        base_dir: Path | None = None,
+        port: int = 0,
+        cpu: bool = True,
+        comfy_cli: bool = False,
     ) -> None:
         self.tree = comfy_tree()
         self.extra_custom_nodes = dict(extra_custom_nodes or {})
@@ -463,32 +496,39 @@ class ComfyServer:
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.keep_base_dir = keep_base_dir
-        self.port = 0
+        self.port = port
+        self.cpu = cpu
+        self.comfy_cli = comfy_cli
         self.url = ""
-        self.base_dir = Path()
+        self.base_dir = Path(base_dir) if base_dir is not None else Path()
+        self.launcher = ""  # how it was started: "python main.py" or "comfy-cli launch"
+        self.startup_seconds = 0.0
+        self._own_base_dir = base_dir is not None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path = Path()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> ComfyServer:
-        if self.keep_base_dir:
+        if self._own_base_dir:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+        elif self.keep_base_dir:
             self.base_dir = Path(tempfile.mkdtemp(prefix="lcm-comfy-"))
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="lcm-comfy-")
             self.base_dir = Path(self._tmp.name)
         (self.base_dir / "custom_nodes").mkdir(exist_ok=True)
         for name, target in {PACK_FOLDER: REPO_ROOT, **self.extra_custom_nodes}.items():
-            link = self.base_dir / "custom_nodes" / name
-            if not link.exists():
-                link.symlink_to(Path(target).resolve(), target_is_directory=True)
+            ensure_symlink(self.base_dir / "custom_nodes" / name, Path(target))
         (self.base_dir / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        try:
+            self.port = free_port(self.port)
+        except OSError:
+            raise ComfyHostError(f"port {self.port} on 127.0.0.1 is in use") from None
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            self.python,
-            "main.py",
-            "--cpu",
+        self._log_path = self.base_dir / "server.log"
+        main_args = [
+            *(["--cpu"] if self.cpu else []),
             "--listen",
             "127.0.0.1",
             "--port",
@@ -500,11 +540,40 @@ class ComfyServer:
             "sqlite:///:memory:",
             *self.extra_args,
         ]
-        self._log_path = self.base_dir / "server.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        logger.info("starting ComfyUI: %s (cwd %s)", " ".join(cmd), self.tree)
+        comfy = self._find_comfy_cli() if self.comfy_cli else None
+        if comfy is not None:
+            try:
+                return self._launch([comfy, "--skip-prompt", "--workspace", str(self.tree), "launch", "--",
+                                     *main_args], "comfy-cli launch")
+            except ComfyHostError as err:
+                # Timed out (stopped), or comfy-cli got as far as running ComfyUI: its failure, no second try.
+                if self._proc is None or "Launching ComfyUI from" in self.log_text():
+                    raise
+                failed_log = self._log_path.with_name("comfy-cli-launch.log")
+                self._log_path.replace(failed_log)
+                self._proc = None
+                logger.info("comfy-cli launch did not start ComfyUI (%s); falling back to `python main.py` "
+                            "(comfy-cli's output: %s)", str(err).splitlines()[0], failed_log)
+        elif self.comfy_cli:
+            logger.info("comfy-cli is not installed in this environment; starting ComfyUI with `python main.py`")
+        return self._launch([self.python, "main.py", *main_args], "python main.py")
+
+    def _find_comfy_cli(self) -> str | None:
+        """comfy-cli's `comfy` beside this python (the venv's), else on $PATH."""
+        comfy = Path(self.python).parent / "comfy"
+        return str(comfy) if comfy.is_file() else shutil.which("comfy")
+
+    def _launch(self, cmd: list[str], launcher: str) -> ComfyServer:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **COMFY_CLI_QUIET_ENV)
+        if sys.prefix != sys.base_prefix:  # comfy-cli runs main.py with $VIRTUAL_ENV's python: this one
+            env["VIRTUAL_ENV"] = sys.prefix
+        self.launcher = launcher
+        logger.info("starting ComfyUI (%s) on %s, log %s", launcher, self.url, self._log_path)
+        logger.debug("%s (cwd %s)", " ".join(cmd), self.tree)
         with open(self._log_path, "wb") as log:
-            self._proc = subprocess.Popen(cmd, cwd=self.tree, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # Its own process group: comfy-cli runs ComfyUI as a child, and stop() signals both.
+            self._proc = subprocess.Popen(cmd, cwd=self.tree, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._wait_ready()
         return self
 
@@ -514,33 +583,50 @@ class ComfyServer:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise ComfyHostError(
-                    f"ComfyUI exited with code {self._proc.returncode} during start-up.\n{self.log_text()}"
+                    f"ComfyUI exited with code {self._proc.returncode} during start-up: {self.last_log_line()} "
+                    f"(log: {self._log_path})\n{self.log_text()}"
                 )
             try:
                 with urllib.request.urlopen(f"{self.url}/object_info", timeout=10) as resp:
                     if resp.status == 200:
                         json.load(resp)
-                        logger.info("ComfyUI ready at %s after %.1f s", self.url, time.monotonic() - start)
+                        self.startup_seconds = time.monotonic() - start
+                        logger.info("ComfyUI ready at %s after %.1f s", self.url, self.startup_seconds)
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 pass
             if time.monotonic() - start > self.startup_timeout:
                 self.stop()
                 raise ComfyHostError(
-                    f"ComfyUI did not answer /object_info within {self.startup_timeout:.0f} s.\n{self.log_text()}"
+                    f"ComfyUI did not answer /object_info within {self.startup_timeout:.0f} s "
+                    f"(log: {self._log_path})\n{self.log_text()}"
                 )
             time.sleep(0.25)
 
     def stop(self) -> None:
-        """SIGINT (ComfyUI shuts down cleanly on it), then SIGKILL after 10 s."""
+        """SIGINT to its process group (ComfyUI shuts down cleanly on it), then SIGKILL after 15 s."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=wait)
+                return
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+                continue
+
+    def detach(self) -> int:
+        """Leave the server running past close() (the demo's --keep-running); returns its process
+        group id, which `kill -INT -- -ID` stops."""
+        assert self._proc is not None, "detach() of a server that is not running"
+        proc, self._proc = self._proc, None
+        return proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def close(self) -> None:
         self.stop()
@@ -567,6 +653,10 @@ class ComfyServer:
     def checkpoints_dir(self) -> Path:
         return self.base_dir / "models" / "checkpoints"
 
+    @property
+    def log_path(self) -> Path:
+        return self._log_path
+
     def install_tiny_lora(self, name: str) -> Path:
         """A tiny random LoRA for the tiny checkpoint (scripts/make_tiny_checkpoint.py) in
         models/loras/<name>, e.g. under the LCM-LoRA's file name that a bundled workflow names;
@@ -584,11 +674,24 @@ class ComfyServer:
                 return line
         return None
 
+    def pack_import_seconds(self) -> float | None:
+        """The pack's row of ComfyUI's "Import times for custom nodes" table; None when absent
+        (NaN when the import failed)."""
+        for path, (seconds, imported) in import_times(self.log_text()).items():
+            if Path(path).name == PACK_FOLDER:
+                return seconds if imported else float("nan")
+        return None
+
     def log_text(self) -> str:
         try:
             return self._log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return "(no server log)"
+
+    def last_log_line(self) -> str:
+        """The log's last line (comfy-cli's JSON telemetry records skipped): why a start failed."""
+        lines = [line for line in plain_log_lines(self.log_text()) if line.strip() and not line.startswith('{"schema"')]
+        return lines[-1].strip() if lines else "(no output)"
 
     # -- HTTP --------------------------------------------------------------
     def get_json(self, path: str, timeout: float = 30.0) -> Any:
@@ -598,16 +701,19 @@ class ComfyServer:
     def object_info(self) -> dict[str, Any]:
         return self.get_json("/object_info")
 
-    def post_prompt(self, api_graph: dict[str, Any]) -> str:
-        """Queue an API-format graph; returns its prompt_id. Validation errors raise with ComfyUI's details."""
-        body = json.dumps({"prompt": api_graph, "client_id": uuid.uuid4().hex}).encode()
+    def post_prompt(self, api_graph: dict[str, Any], client_id: str | None = None) -> str:
+        """Queue an API-format graph; returns its prompt_id. Validation errors raise with ComfyUI's details
+        (one line per node first, then ComfyUI's whole answer). client_id: the websocket that is told
+        about its progress."""
+        body = json.dumps({"prompt": api_graph, "client_id": client_id or uuid.uuid4().hex}).encode()
         req = urllib.request.Request(f"{self.url}/prompt", data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 answer = json.load(resp)
         except urllib.error.HTTPError as err:
             detail = err.read().decode("utf-8", errors="replace")
-            raise ComfyHostError(f"POST /prompt rejected the graph ({err.code}): {detail}") from None
+            raise ComfyHostError(f"ComfyUI rejected the graph ({err.code}): {_node_errors_line(detail)}\n"
+                                 f"{detail}") from None
         if answer.get("node_errors"):
             raise ComfyHostError(f"POST /prompt: node errors {json.dumps(answer['node_errors'], indent=1)}")
         return str(answer["prompt_id"])
@@ -622,16 +728,17 @@ class ComfyServer:
                 if status.get("status_str") == "success":
                     return entry
                 errors = [data for kind, data in status.get("messages", []) if kind == "execution_error"]
-                detail = "\n".join(
-                    f"node {e.get('node_id')} ({e.get('node_type')}): "
-                    f"{e.get('exception_type')}: {e.get('exception_message')}\n" + "".join(e.get("traceback") or [])
-                    for e in errors
-                ) or json.dumps(status, indent=1)
-                raise ComfyHostError(f"prompt {prompt_id} failed:\n{detail}")
-            if self._proc is None or self._proc.poll() is not None:
-                raise ComfyHostError(f"ComfyUI is not running (prompt {prompt_id}).\n{self.log_text()[-4000:]}")
+                summary = "; ".join(f"node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
+                                    f"{str(e.get('exception_message', '')).strip()}" for e in errors)
+                tracebacks = "\n".join("".join(e.get("traceback") or []) for e in errors)
+                raise ComfyHostError(f"prompt {prompt_id} failed: {summary or json.dumps(status)} "
+                                     f"(log: {self._log_path})\n{tracebacks}")
+            if not self.running:
+                raise ComfyHostError(f"ComfyUI is not running (prompt {prompt_id}; log: {self._log_path})\n"
+                                     f"{self.log_text()[-4000:]}")
             time.sleep(0.1)
-        raise ComfyHostError(f"prompt {prompt_id} did not finish within {timeout:.0f} s.\n{self.log_text()[-4000:]}")
+        raise ComfyHostError(f"prompt {prompt_id} did not finish within {timeout:.0f} s (log: {self._log_path})\n"
+                             f"{self.log_text()[-4000:]}")
 
     def run(self, api_graph: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
         return self.wait_for(self.post_prompt(api_graph), timeout)
@@ -644,6 +751,18 @@ class ComfyServer:
                 root = {"output": self.output_dir, "temp": self.base_dir / "temp"}.get(img.get("type"), self.output_dir)
                 paths.append(root / img.get("subfolder", "") / img["filename"])
         return paths
+
+
+def _node_errors_line(answer_text: str) -> str:
+    """POST /prompt's 400 answer in one line: each rejected node and why, else its error message."""
+    try:
+        answer = json.loads(answer_text or "{}")
+    except json.JSONDecodeError:
+        return answer_text.strip().splitlines()[0] if answer_text.strip() else "(no answer)"
+    problems = [f"node {nid} ({e.get('class_type')}): " + "; ".join(x.get("details") or x.get("message", "")
+                                                                     for x in e.get("errors", []))
+                for nid, e in (answer.get("node_errors") or {}).items()]
+    return " | ".join(problems) or str((answer.get("error") or {}).get("message", answer_text.strip()))
 
 
 def txt2img_graph(

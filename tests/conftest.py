@@ -65,6 +65,28 @@ def models(comfy: comfy_host.ComfyModules) -> tuple:
     return comfy_host.tiny_unet_pair(seed=0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a test module of tiny models: their ops are so small that handing them to
+    a second thread is most of their cost, and on a busy 2-core machine far more (the flow tests:
+    about 100 s with torch's 2 threads, 30 s with one, measured with other jobs running)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def flow_pairs(comfy: comfy_host.ComfyModules) -> dict:
+    """{"sd3" | "flux" | "wan": flow_models.FlowPair}: tiny flow transformers (seed 0) in diffusers and as
+    ComfyUI's own model classes, built once per session (tests/flow_models.py)."""
+    import flow_models
+
+    return {family: flow_models.PAIRS[family](seed=0) for family in flow_models.FAMILIES}
+
+
 @pytest.fixture(scope="session")
 def comfy_server() -> Iterator[comfy_host.ComfyServer]:
     """One ComfyUI server per session, on 127.0.0.1, with the repo in custom_nodes/."""

@@ -1,10 +1,10 @@
 """benchmarks/bench_quality.py: the quality table of the digit demo (its rows, its parity gate, its
-committed results and the README's copy of them).
+committed results and docs/quality.md's copy of them).
 
 The full table takes minutes and is committed (benchmarks/results/quality.json); here a small run
-checks that the script measures what it says, and the committed file is checked for every row the
-README shows. FD values are compared only between samplers that must agree (the pack and diffusers
-on the same weights and seeds), never against fixed numbers.
+checks that the script measures what it says, and the committed file is checked for every row
+docs/quality.md shows. FD values are compared only between samplers that must agree (the pack and
+diffusers on the same weights and seeds), never against fixed numbers.
 """
 
 from __future__ import annotations
@@ -76,6 +76,6 @@ def test_committed_results_hold_every_row_the_issue_asks_for(bench: Any, committ
 
 
 def test_readme_shows_the_committed_table(bench: Any, committed: list[dict[str, Any]]) -> None:
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert bench.markdown_table(committed) in readme, "README's quality table differs from " \
+    readme = (REPO_ROOT / "docs" / "quality.md").read_text(encoding="utf-8")
+    assert bench.markdown_table(committed) in readme, "docs/quality.md's table differs from " \
         "benchmarks/results/quality.json: paste the table that bench_quality.py prints"

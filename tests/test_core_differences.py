@@ -1,4 +1,4 @@
-"""The deliberate differences from diffusers (README, "Differences from diffusers").
+"""The deliberate differences from diffusers (docs/differences.md).
 
 Each test shows what the reference does and what lcm_core does instead.
 """

@@ -4,7 +4,7 @@ nodes/ksampler_names.py adds the sampler lcm_diffusers and the scheduler lcm_dif
 ComfyUI's lists when the pack loads. Checked here: the lists and the KSampler nodes show them,
 registering again adds nothing and a name taken by someone else is left alone, seed-exact
 parity with diffusers through the plain KSampler, which KSampler denoise values are
-diffusers' LCM strength (the README's table), and graphs posted over HTTP.
+diffusers' LCM strength (the table in docs/nodes.md), and graphs posted over HTTP.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ DENOISE_TABLE_VALUES = (0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 
 
 def denoise_table_rows() -> list[str]:
-    """The README's table: for each step count, the denoise values that equal diffusers' strength."""
+    """docs/nodes.md's table: for each step count, the denoise values that equal diffusers' strength."""
     rows = []
     for steps in DENOISE_TABLE_STEPS:
         exact = [f"{d:g}" for d in DENOISE_TABLE_VALUES if denoise_equals_strength(steps, d)]
@@ -182,14 +182,14 @@ def denoise_table_rows() -> list[str]:
 
 
 def test_readme_denoise_table_is_what_the_code_computes():
-    readme = [line.strip() for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()]
+    readme = [line.strip() for line in (REPO_ROOT / "docs" / "nodes.md").read_text(encoding="utf-8").splitlines()]
     start = readme.index("| KSampler steps | denoise values that run diffusers' LCM `strength` exactly |")
     assert readme[start + 2:start + 2 + len(DENOISE_TABLE_STEPS)] == denoise_table_rows()
 
 
 @pytest.mark.parametrize(("steps", "denoise"), [(4, 0.5), (4, 0.8), (2, 0.5), (4, 0.75)])
 def test_ksampler_denoise_against_lcm_img2img(comfy, models, steps, denoise):
-    """Where the README's table says exact, KSampler's denoise is the LCM img2img pipeline's strength;
+    """Where the table in docs/nodes.md says exact, KSampler's denoise is the LCM img2img pipeline's strength;
     where it says not, the latents differ (4 steps at 0.75 run the last 4 of 5 LCM steps, 799, 599, 399,
     199, where diffusers runs 739, 559, 379, 199)."""
     unet, model = models

@@ -7,7 +7,7 @@ LATENT is the unscaled VAE latent: diffusers' latents are it times the SD latent
 
 The random UNet predicts noise unrelated to its input, so x0 = (x_t - sqrt(1-a) eps)/sqrt(a)
 is about 15x the noise at t = 999 and latents reach magnitudes near 100; float32 then
-leaves about 1e-6 relative (the figure the README quotes). The bound is the issue's 1e-4.
+leaves about 1e-6 relative (the figure docs/figures.md quotes). The bound is the issue's 1e-4.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's timestep table is what the code computes, on any machine.
+"""The timestep table of docs/why.md is what the code computes, on any machine.
 
 Each ComfyUI row is recomputed with ComfyUI's own schedulers (comfy_host.comfy_timesteps,
 which spells out the steps whose sigma lies half-way between two training timesteps and so
@@ -14,9 +14,9 @@ import pytest
 import comfy_host
 from comfy_host import REPO_ROOT, comfy_timesteps, format_timesteps
 
-README = REPO_ROOT / "README.md"
+TABLE_PAGE = REPO_ROOT / "docs" / "why.md"
 
-# (label in the README's first column, model sampling, scheduler)
+# (label in the table's first column, model sampling, scheduler)
 COMFY_ROWS = [
     ("ComfyUI `lcm` + `sgm_uniform` + `ModelSamplingDiscrete(lcm)` (the usual advice)", "lcm", "sgm_uniform"),
     ("ComfyUI `lcm` + `normal` + `ModelSamplingDiscrete(lcm)`", "lcm", "normal"),
@@ -26,7 +26,7 @@ COMFY_ROWS = [
 
 
 def readme_rows() -> list[str]:
-    return [line.strip() for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("|")]
+    return [line.strip() for line in TABLE_PAGE.read_text(encoding="utf-8").splitlines() if line.startswith("|")]
 
 
 def diffusers_timesteps(steps: int, strength: float = 1.0) -> str:
@@ -68,7 +68,7 @@ def test_comfyui_rows(comfy, label: str, sampling: str, scheduler: str) -> None:
 
 
 def test_the_usual_advice_has_a_tie_on_every_machine(comfy) -> None:
-    """The reason the README writes '519 or 499': the third sigma of sgm_uniform on an
+    """The reason the table writes '519 or 499': the third sigma of sgm_uniform on an
     LCM-patched model lies exactly half-way (in log sigma) between grid timesteps 499 and 519."""
     model_sampling = comfy_host.sd15_model_samplings(comfy)["lcm"]
     steps = comfy_timesteps(comfy, model_sampling, "sgm_uniform", 4)
