@@ -93,7 +93,7 @@ def gated_result(rows: List[Dict[str, Any]], max_ratio: float, **fields: Any) ->
         **fields, "device": "cpu", "threads": torch.get_num_threads(),
         "ratio": worst["ratio"], "worst_step_index": worst["step_index"], "max_ratio": max_ratio,
         "max_abs_difference": max(row["max_abs_difference"] for row in rows),
-        "steps": rows, "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "per_step_index": rows, "torch": torch.__version__, "diffusers": diffusers.__version__,
     }
 
 
