@@ -9,8 +9,8 @@ There is no boundary condition (c_skip / c_out): the student predicts x0 directl
 The schedule follows the reference's ``set_timesteps`` operation for operation (numpy in the
 precision it uses, then float32), so sigmas and timesteps are bit-identical to it; where the
 reference returns a schedule with NaN or infinite values, ``flow_schedule`` raises instead.
-The step's scalars are float32 values handed over as Python floats (no device reads), and
-the forward-process mix is ``step.scaled_sum_``, shared with LCM and TCD.
+The step's scalars are float32 values computed once per schedule on the CPU (no device
+reads), and the temporaries' arithmetic (``step.difference_``) is shared with LCM and TCD.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .config import FieldKinds, SchedulerConfig, _check_number_list, _check_types, _require
+from .step import Scalar, difference_
 
 TIME_SHIFT_TYPES = ("exponential", "linear")
 # torch.nn.functional.interpolate's modes (diffusers passes upscale_mode straight to it).
@@ -265,11 +266,13 @@ def _beta_spaced(sigmas: np.ndarray, steps: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class FlowStep:
-    """The scalars of one flow LCM step, float32 values as Python floats: sigma, sigma_next and 1 - sigma_next."""
+    """The scalars of one flow LCM step: sigma, sigma_next and 1 - sigma_next, float32 values as Python
+    floats (``flow_steps``) or as 0-dim float32 CPU tensors (``step.scalar_tensors``), the operands the
+    reference multiplies by."""
 
-    sigma: float
-    sigma_next: float
-    one_minus_sigma_next: float
+    sigma: Scalar
+    sigma_next: Scalar
+    one_minus_sigma_next: Scalar
 
 
 def flow_steps(sigmas: torch.Tensor) -> List[FlowStep]:
@@ -280,16 +283,25 @@ def flow_steps(sigmas: torch.Tensor) -> List[FlowStep]:
     return [FlowStep(values[i], values[i + 1], one_minus_next[i]) for i in range(len(values) - 1)]
 
 
-def flow_predicted_original_sample(model_output: torch.Tensor, sample: torch.Tensor, sigma: float) -> torch.Tensor:
+def flow_predicted_original_sample(model_output: torch.Tensor, sample: torch.Tensor, sigma: Scalar) -> torch.Tensor:
     """x0 = x_sigma - sigma v for a velocity model (v = noise - x0), in float32 as the reference upcasts it.
 
-    The reference multiplies by a float32 0-d tensor: for a half-precision output the product is
-    then rounded once, from float32 maths. A Python float would be rounded to the output's dtype
-    first, so below float32 sigma goes in as a 0-d CPU tensor (a scalar to any device, no copy).
+    The reference computes ``sigma * model_output`` with sigma a float32 0-d tensor, in that
+    order: below float32 (bf16, fp16) torch then rounds sigma to the output's dtype first, which
+    neither a Python float nor the other operand order does. So sigma goes in as a 0-d CPU
+    tensor (a scalar to any device, no copy), first.
     """
-    if model_output.dtype != torch.float32:
-        return sample.to(torch.float32) - torch.tensor(sigma, dtype=torch.float32) * model_output
-    return sample.to(torch.float32) - sigma * model_output
+    if not isinstance(sigma, torch.Tensor):
+        sigma = torch.tensor(sigma, dtype=torch.float32)
+    return difference_(sample.to(torch.float32), sigma * model_output, into_subtrahend=True)
+
+
+def flow_renoise_(noise: torch.Tensor, x0: torch.Tensor, step: FlowStep) -> torch.Tensor:
+    """(1 - sigma_next) x0 + sigma_next z, in the memory of ``noise`` and of ``x0`` (both temporaries).
+
+    Both products rounded before the sum, as in the reference (no fused multiply-add).
+    """
+    return noise.mul_(step.sigma_next).add_(x0.mul_(step.one_minus_sigma_next))
 
 
 def scale_to(x: torch.Tensor, factor: float, initial_size: Sequence[int], mode: str) -> torch.Tensor:

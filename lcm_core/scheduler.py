@@ -20,7 +20,15 @@ import torch
 
 from . import schedule
 from .config import CONFIG_NAME, LCMConfig, SchedulerConfig
-from .flow import FlowMatchConfig, FlowStep, flow_predicted_original_sample, flow_schedule, flow_steps, scale_to
+from .flow import (
+    FlowMatchConfig,
+    FlowStep,
+    flow_predicted_original_sample,
+    flow_renoise_,
+    flow_schedule,
+    flow_steps,
+    scale_to,
+)
 from .flow import training_sigmas as flow_training_sigmas
 from .step import (
     Generators,
@@ -29,7 +37,6 @@ from .step import (
     draw_noise,
     renoise_,
     scalar_tensors,
-    scaled_sum_,
     step_coefficients,
 )
 from .tcd import (
@@ -468,7 +475,7 @@ class FlowMatchLCMScheduler(_SchedulerBase):
         self.sigmas = made.sigmas.to(device)
         self.timesteps = made.timesteps.to(device)
         self._timestep_values = tuple(made.timesteps.tolist())
-        self._steps = flow_steps(made.sigmas)
+        self._steps = [scalar_tensors(step) for step in flow_steps(made.sigmas)]
         self._step_index = None
         self._begin_index = None
 
@@ -518,5 +525,5 @@ class FlowMatchLCMScheduler(_SchedulerBase):
         if self._scale_factors and self._upscale_mode and index < len(self._scale_factors):
             x0 = scale_to(x0, self._scale_factors[index], self._init_size, self._upscale_mode)
         noise = draw_noise(x0.shape, self._step_generator if generator is None else generator, x0.device, x0.dtype)
-        prev_sample = scaled_sum_(noise, planned.sigma_next, x0, planned.one_minus_sigma_next)
+        prev_sample = flow_renoise_(noise, x0, planned)
         return self._finish_step(index, (prev_sample.to(model_output.dtype),), return_dict)
