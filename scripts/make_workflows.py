@@ -305,7 +305,7 @@ WORKFLOWS = (
                   "latent_image": (8, 0)}),
             *decode_and_save_video(15, samples=(14, 0), vae=(5, 0), y=660, prefix="flow_lcm_wan_custom"),
         ],
-        notes=[Note(17, (40, -340), (780, 300), FLOW_WAN_NOTE)],
+        notes=[Note(17, (40, -230), (780, 190), FLOW_WAN_NOTE)],
         groups=[Group("Wan 2.1 T2V: 4 flow LCM steps in the plain KSampler", (880, -20, 1180, 580)),
                 Group("the same with SamplerCustom + FlowMatch LCM Timesteps", (880, 580, 1180, 580))],
     ),
