@@ -124,10 +124,11 @@ def lcm_nodes(model: Link, config_pos: Tuple[int, int], tcd_gamma: Optional[floa
     ]
 
 
-def decode_and_save(node_id: int, samples: Link, vae: Link, y: int, prefix: str) -> List[Node]:
+def decode_and_save(node_id: int, samples: Link, vae: Link, y: int, prefix: str, save: str = "SaveImage",
+                    save_widgets: Optional[Dict[str, Any]] = None) -> List[Node]:
     return [
         Node(node_id, "VAEDecode", (1380, y), (210, 50), links={"samples": samples, "vae": vae}),
-        Node(node_id + 1, "SaveImage", (1620, y), (420, 480), widgets={"filename_prefix": prefix},
+        Node(node_id + 1, save, (1620, y), (420, 480), widgets={"filename_prefix": prefix, **(save_widgets or {})},
              links={"images": (node_id, 0)}),
     ]
 
@@ -180,7 +181,8 @@ WAN_LORA = "wan2.1_t2v_1.3B_step_distill_lora.safetensors"
 WAN_SHIFT = 8.0  # comfy/supported_models.py WAN21_T2V sampling_settings: the shift a Wan 2.1 model loads with
 WAN_PROMPT = "a red fox trotting through fresh snow in a pine forest, soft morning light, tracking camera"
 # SaveAnimatedWEBP as ComfyUI's Wan examples set it: 16 fps (Wan 2.1's frame rate), lossy at quality 90.
-WAN_WEBP = {"fps": 16.0, "lossless": False, "quality": 90, "method": "default"}
+WAN_SAVE: Dict[str, Any] = {"save": "SaveAnimatedWEBP",
+                            "save_widgets": {"fps": 16.0, "lossless": False, "quality": 90, "method": "default"}}
 
 FLOW_WAN_NOTE = (
     "Wan 2.1 text-to-video 1.3B with a few-step distillation LoRA: 4 steps at cfg 1.0, sampled as diffusers' "
@@ -210,14 +212,6 @@ def wan_loaders() -> List[Node]:
         Node(4, "CLIPLoader", (40, 420), (370, 110), "Load CLIP (umt5-xxl, type wan)",
              {"clip_name": WAN_TEXT_ENCODER, "type": "wan"}),
         Node(5, "VAELoader", (40, 570), (370, 60), widgets={"vae_name": WAN_VAE}),
-    ]
-
-
-def decode_and_save_video(node_id: int, samples: Link, vae: Link, y: int, prefix: str) -> List[Node]:
-    return [
-        Node(node_id, "VAEDecode", (1380, y), (210, 50), links={"samples": samples, "vae": vae}),
-        Node(node_id + 1, "SaveAnimatedWEBP", (1620, y), (420, 480), widgets={"filename_prefix": prefix, **WAN_WEBP},
-             links={"images": (node_id, 0)}),
     ]
 
 
@@ -295,7 +289,7 @@ WORKFLOWS = (
                  {"seed": 42, "steps": 4, "cfg": 1.0, "sampler_name": "lcm_diffusers", "scheduler": "lcm_diffusers",
                   "denoise": 1.0},
                  {"model": (3, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (8, 0)}),
-            *decode_and_save_video(10, samples=(9, 0), vae=(5, 0), y=60, prefix="flow_lcm_wan"),
+            *decode_and_save(10, samples=(9, 0), vae=(5, 0), y=60, prefix="flow_lcm_wan", **WAN_SAVE),
             Node(12, "LCMSampler", (460, 660), (400, 60), "LCM Sampler (flow model: no config needed)"),
             Node(13, "FlowMatchLCMTimesteps", (460, 760), (400, 260), "FlowMatch LCM Timesteps (4 steps)",
                  {"steps": 4, "strength": 1.0}, {"model": (3, 0)}),
@@ -303,7 +297,7 @@ WORKFLOWS = (
                  {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
                  {"model": (3, 0), "positive": (6, 0), "negative": (7, 0), "sampler": (12, 0), "sigmas": (13, 0),
                   "latent_image": (8, 0)}),
-            *decode_and_save_video(15, samples=(14, 0), vae=(5, 0), y=660, prefix="flow_lcm_wan_custom"),
+            *decode_and_save(15, samples=(14, 0), vae=(5, 0), y=660, prefix="flow_lcm_wan_custom", **WAN_SAVE),
         ],
         notes=[Note(17, (40, -230), (780, 190), FLOW_WAN_NOTE)],
         groups=[Group("Wan 2.1 T2V: 4 flow LCM steps in the plain KSampler", (880, -20, 1180, 580)),

@@ -365,8 +365,9 @@ def test_flow_wan_workflow_runs_both_rows_to_the_same_video(comfy_server: ComfyS
     builds it at full size, 5.7B parameters, whatever the file holds), so Load CLIP reads a tiny CLIP-L as
     type sd3, whose conditioning ComfyUI pads to umt5's width, 4096. The KSampler row and the SamplerCustom
     row give the same frames, and the LoRA reaches the model (strength 0 changes them)."""
-    import flow_models
     from PIL import Image, ImageSequence
+
+    import flow_models
 
     graph = load(api_path(FLOW_NAME))
     inputs: dict[str, list[dict[str, Any]]] = {}
