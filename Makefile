@@ -4,6 +4,7 @@
 # 2 min 50 s measured on 2 cores; longer where pip downloads them; then instant).
 #
 #   make test    ruff, then the whole pytest suite against the real ComfyUI host
+#   make test-browser FRONTEND=1.58.1   tests/test_browser.py on that comfyui-frontend-package (see below)
 #   make lint    ruff + the ASCII-only check
 #   make setup   build (or find) the environment and print where it is
 #   make demo    scripts/demo.py; CKPT=, LORA=, PORT=, CPU=1 and ARGS="..." reach it
@@ -35,7 +36,7 @@ SETUP_ARGS =
 LOAD_ENV = env_lines="$$($(SETUP_ENV) $(SETUP_ARGS))"; eval "$$env_lines"; \
 	export VENV COMFYUI LCM_COMFYUI="$$COMFYUI" LCM_COMFYUI_2024="$$COMFYUI_2024"
 
-.PHONY: setup test lint demo run workflows screenshots bench quality gpu-check pack check-install
+.PHONY: setup test test-browser lint demo run workflows screenshots bench quality gpu-check pack check-install
 
 setup:
 	$(SETUP_ENV)
@@ -51,13 +52,36 @@ lint:
 	fi
 
 # Target-specific, so `make test` also passes it to its prerequisite lint (harmless there).
-test screenshots: SETUP_ARGS = --chromium
+test test-browser screenshots: SETUP_ARGS = --chromium
 
 test: lint
 	$(LOAD_ENV)
 	# The full-size (860M) SD1.5 LCM UNet check of tests/test_lcm_unet.py: about 45 s and
 	# 10 GB of memory; on by default, LCM_TEST_FULL_SIZE= (empty) turns it off.
 	LCM_TEST_FULL_SIZE="$${LCM_TEST_FULL_SIZE-1}" "$$VENV/bin/python" -m pytest tests -v -rs $(PYTEST_ARGS)
+
+# The browser suite on a chosen front end: FRONTEND=x.y.z is pip-installed once (no dependencies)
+# into $LCM_CACHE/frontend-x.y.z and served with ComfyUI's --front-end-root ($LCM_FRONT_END_ROOT);
+# no FRONTEND: the one the host pins. HOST_COMFYUI=<tree> HOST_PYTHON=<its python, with pytest and
+# playwright> run it over another ComfyUI: 1.58.1 needs a host with /api/jobs (0.33.0 has it; on the
+# bundled 0.3.75 its queue panel fails with 404s, which the suite reports).
+#   make test-browser FRONTEND=1.58.1 HOST_COMFYUI=~/ComfyUI-0.33.0 HOST_PYTHON=~/venv-0.33.0/bin/python
+test-browser:
+	$(LOAD_ENV)
+	if [ -n '$(FRONTEND)' ]; then
+	  target="$${LCM_CACHE:-$$HOME/.cache/lcm-multistep}/frontend-$(FRONTEND)"
+	  if [ ! -f "$$target/comfyui_frontend_package/static/index.html" ]; then
+	    # Into a fresh folder first: an interrupted install never passes for a finished one.
+	    rm -rf "$$target.partial"
+	    "$$VENV/bin/python" -m pip install --quiet --no-deps --target "$$target.partial" \
+	      'comfyui-frontend-package==$(FRONTEND)'
+	    rm -rf "$$target" && mv "$$target.partial" "$$target"
+	  fi
+	  export LCM_FRONT_END_ROOT="$$target/comfyui_frontend_package/static"
+	fi
+	python="$(or $(HOST_PYTHON),$$VENV/bin/python)"
+	$(if $(HOST_COMFYUI),export LCM_COMFYUI="$(HOST_COMFYUI)")
+	LCM_TEST_FULL_SIZE= "$$python" -m pytest tests/test_browser.py -v -rs $(PYTEST_ARGS)
 
 # make demo CKPT=~/models/sd15.safetensors LORA=~/models/lcm-lora-sdv1-5.safetensors PORT=8190
 DEMO_ARGS = $(if $(CKPT),--ckpt "$(CKPT)") $(if $(LORA),--lora "$(LORA)") $(if $(PORT),--port "$(PORT)") \

@@ -1,14 +1,16 @@
 """The pack's samplers against a baseline sampler, in a real ComfyUI, on the CPU.
 
 `--sampler lcm`: LCMSampler against ComfyUI's built-in `lcm` sampler; `--sampler tcd`:
-TCDSampler (gamma 0.3) against the pack's LCMSampler. Each pair runs through
-comfy.sample.sample_custom on the same tiny SD1.5-style UNet, the same sigmas and the same
-seed; rounds alternate (order swapped every round) after a warm-up; the medians, the median of
+TCDSampler (gamma 0.3) against the pack's LCMSampler; `--sampler flow`: LCMSampler on a flow
+model (the tests' tiny SD3, as ComfyUI's own SD3 class; diffusers' FlowMatchLCMScheduler step)
+against the built-in `lcm` on the same model. Each pair runs through
+comfy.sample.sample_custom on the same model (a tiny SD1.5-style UNet, or that SD3), the same
+sigmas and the same seed; rounds alternate (order swapped every round) after a warm-up; the medians, the median of
 the per-round ratios (the gated figure) and the ratio of the medians are reported. The ratio
 is what matters: the UNet is the same in both, so it measures the sampler's own overhead
 (plan, step maths, the CPU noise stream).
 
-    LCM_COMFYUI=<tree> python benchmarks/bench_sampler.py [--sampler lcm|tcd|all] [--rounds 40] [--latent 64]
+    LCM_COMFYUI=<tree> python benchmarks/bench_sampler.py [--sampler lcm|tcd|flow|all] [--rounds 40] [--latent 64]
         [--max-ratio 1.02]
 
 Prints one JSON object per comparison; exits 1 when a ratio is above --max-ratio.
@@ -17,11 +19,13 @@ Prints one JSON object per comparison; exits 1 when a ratio is above --max-ratio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
@@ -30,18 +34,43 @@ import comfy_host  # noqa: E402
 GAMMA = 0.3
 
 
-def compare(name: str, baseline: str, samplers: dict, sigmas, args: argparse.Namespace, model, comfy) -> dict:
-    """Time ``samplers[name]`` against ``samplers[baseline]`` in alternating rounds."""
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A model with what a sampler needs for it: its latent and CONDITIONING."""
+
+    model: Any
+    latent: Any
+    conditioning: list
+
+
+def sd15_case(model: Any, args: argparse.Namespace) -> Case:
     import torch
 
     embeds = torch.randn(1, 7, comfy_host.TINY_UNET_DIFFUSERS["cross_attention_dim"],
                          generator=torch.Generator().manual_seed(0))
-    latent = torch.zeros(1, 4, args.latent, args.latent)
-    noise = comfy.sample.prepare_noise(latent, 0)
+    return Case(model, torch.zeros(1, 4, args.latent, args.latent), [[embeds, {}]])
+
+
+def flow_case(args: argparse.Namespace) -> Case:
+    """The tests' tiny SD3 (tests/flow_models.py), 16 latent channels at the same latent size."""
+    import torch
+
+    import flow_models
+
+    pair = flow_models.sd3_pair(seed=0)
+    positive, _ = flow_models.comfy_conditioning("sd3", flow_models.prompt("sd3"))
+    return Case(pair.model, torch.zeros(1, 16, args.latent, args.latent), positive)
+
+
+def compare(name: str, baseline: str, samplers: dict, sigmas, args: argparse.Namespace, case: Case, comfy) -> dict:
+    """Time ``samplers[name]`` against ``samplers[baseline]`` in alternating rounds."""
+    import torch
+
+    noise = comfy.sample.prepare_noise(case.latent, 0)
 
     def run(sampler):
-        return comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, [[embeds, {}]], [[embeds, {}]], latent,
-                                          disable_pbar=True, seed=0)
+        return comfy.sample.sample_custom(case.model, noise, 1.0, sampler, sigmas, case.conditioning,
+                                          case.conditioning, case.latent, disable_pbar=True, seed=0)
 
     names = [name, baseline]
     for _ in range(args.warmup):
@@ -59,7 +88,8 @@ def compare(name: str, baseline: str, samplers: dict, sigmas, args: argparse.Nam
     ratio = statistics.median(a / b for a, b in zip(timings[name], timings[baseline]))
     return {
         "benchmark": "sampler", "sampler": name, "baseline": baseline,
-        "latent": [1, 4, args.latent, args.latent], "steps": args.steps, "device": "cpu",
+        "model": type(case.model.model).__name__, "latent": list(case.latent.shape), "steps": args.steps,
+        "device": "cpu",
         "threads": torch.get_num_threads(), "rounds": args.rounds,
         "median_s": {each: round(value, 4) for each, value in medians.items()},
         "ratio": round(ratio, 4), "ratio_of_medians": round(medians[name] / medians[baseline], 4),
@@ -69,7 +99,7 @@ def compare(name: str, baseline: str, samplers: dict, sigmas, args: argparse.Nam
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sampler", choices=["lcm", "tcd", "all"], default="all")
+    parser.add_argument("--sampler", choices=["lcm", "tcd", "flow", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
@@ -86,13 +116,19 @@ def main() -> int:
         "TCDSampler": pack.nodes.TCDSampler().get_sampler(config, GAMMA)[0],
         "builtin_lcm": comfy.samplers.sampler_object("lcm"),
     }
-    comparisons = {"lcm": ("LCMSampler", "builtin_lcm", "lcm"), "tcd": ("TCDSampler", "LCMSampler", "tcd")}
+    comparisons = {"lcm": ("LCMSampler", "builtin_lcm", "lcm"), "tcd": ("TCDSampler", "LCMSampler", "tcd"),
+                   "flow": ("LCMSampler", "builtin_lcm", "flow")}
     over_budget = False
     for kind in comparisons if args.sampler == "all" else [args.sampler]:
         name, baseline, scheduler = comparisons[kind]
-        # The same sigmas for both samplers of a pair (TCD's and LCM's timesteps agree by default).
-        sigmas, _ = pack.nodes.LCMTimesteps().get_sigmas(config, args.steps, 1.0, scheduler=scheduler)
-        result = compare(name, baseline, samplers, sigmas, args, model, comfy)
+        if scheduler == "flow":
+            case = flow_case(args)
+            sigmas, _ = pack.nodes.FlowMatchLCMTimesteps().get_sigmas(case.model, args.steps, 1.0)
+        else:
+            case = sd15_case(model, args)
+            # The same sigmas for both samplers of a pair (TCD's and LCM's timesteps agree by default).
+            sigmas, _ = pack.nodes.LCMTimesteps().get_sigmas(config, args.steps, 1.0, scheduler=scheduler)
+        result = compare(name, baseline, samplers, sigmas, args, case, comfy)
         print(json.dumps(result, indent=2))
         over_budget |= result["ratio"] > args.max_ratio
     return 1 if over_budget else 0

@@ -7,6 +7,12 @@
 2. LCMSampler against ComfyUI's built-in ``lcm`` at 512x512 (a 64x64 latent) with an
    SD1.5-size UNet with seeded random weights (fp16), through comfy.sample.sample_custom,
    alternating rounds, median of the per-round ratios (budget 1.02).
+3. The flow-matching loop (LCMSampler on the tests' tiny SD3, ComfyUI's own SD3 class) under
+   the same sync debug mode.
+4. Device independence, the promise of the CPU noise stream: one seed gives the same final
+   latents on the CPU and on CUDA, in float32 (TF32 off), for a discrete model (tiny SD1.5,
+   LCMSampler and TCDSampler) and a flow model (tiny SD3, LCMSampler), within 1e-4 of the
+   latent's magnitude.
 
     LCM_COMFYUI=<tree> python benchmarks/gpu_check.py [--rounds 10] [--max-ratio 1.02]
     LCM_COMFYUI=<tree> python benchmarks/gpu_check.py --dry-run   # the same code on the CPU, tiny UNet
@@ -74,6 +80,73 @@ def sync_sites(run, cuda: bool):
     return [(w.filename, w.lineno) for w in caught if "synchroniz" in str(w.message).lower()]
 
 
+DEVICE_TOLERANCE = 1e-4  # relative to the latent's largest magnitude
+
+
+def device_parity(comfy, pack, cuda: bool) -> dict:
+    """The final latents of one seed on the CPU and on the GPU (fp32, tiny models): worst relative difference."""
+    import torch
+
+    import flow_models
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # true float32 on both sides: TF32 would round to 10 bits
+    torch.backends.cudnn.allow_tf32 = False
+    devices = [torch.device("cpu")] + ([comfy.model_management.get_torch_device()] if cuda else [])
+    _, sd15 = comfy_host.tiny_unet_pair(seed=0)
+    sd3 = flow_models.sd3_pair(seed=0).model
+    config = comfy_host.lcm_config(pack.nodes, sd15)
+    discrete_sigmas, _ = pack.nodes.LCMTimesteps().get_sigmas(config, 4, 1.0)
+    flow_sigmas, _ = pack.nodes.FlowMatchLCMTimesteps().get_sigmas(sd3, 4, 1.0)
+    embeds = torch.randn(1, 7, comfy_host.TINY_UNET_DIFFUSERS["cross_attention_dim"],
+                         generator=torch.Generator().manual_seed(0))
+    flow_positive, _ = flow_models.comfy_conditioning("sd3", flow_models.prompt("sd3"))
+    cases = {
+        "sd15_LCMSampler": (sd15, pack.nodes.LCMSampler().get_sampler(config)[0], discrete_sigmas,
+                            [[embeds, {}]], (1, 4, 16, 16)),
+        "sd15_TCDSampler": (sd15, pack.nodes.TCDSampler().get_sampler(config, 0.3)[0], discrete_sigmas,
+                            [[embeds, {}]], (1, 4, 16, 16)),
+        "sd3_LCMSampler": (sd3, pack.nodes.LCMSampler().get_sampler(config)[0], flow_sigmas, flow_positive,
+                           (1, 16, 16, 16)),
+    }
+    report = {}
+    for name, (model, sampler, sigmas, positive, shape) in cases.items():
+        latent = torch.zeros(shape)
+        noise = comfy.sample.prepare_noise(latent, 7)
+        results = []
+        for device in devices:
+            on_device = model.clone()
+            on_device.load_device = device
+            results.append(comfy.sample.sample_custom(on_device, noise, 1.5, sampler, sigmas, positive, positive,
+                                                      latent, disable_pbar=True, seed=7).float().cpu())
+        worst = (results[-1] - results[0]).abs().max().item() / results[0].abs().max().item()
+        report[name] = {"devices": [str(d) for d in devices], "relative_difference": worst,
+                        "ok": worst <= DEVICE_TOLERANCE}
+    return report
+
+
+def flow_sync_sites(comfy, pack, cuda: bool) -> list:
+    """Sync sites of LCMSampler's flow loop on the tiny SD3 (fp32 on the GPU)."""
+    import torch
+
+    import flow_models
+
+    model = flow_models.sd3_pair(seed=0).model
+    sigmas, _ = pack.nodes.FlowMatchLCMTimesteps().get_sigmas(model, 4, 1.0)
+    positive, _ = flow_models.comfy_conditioning("sd3", flow_models.prompt("sd3"))
+    latent = torch.zeros(1, 16, 64, 64)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    sampler = pack.nodes.LCMSampler().get_sampler(comfy_host.lcm_config(pack.nodes))[0]
+
+    def run():
+        comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, positive, positive, latent,
+                                   disable_pbar=True, seed=0)
+        if cuda:
+            torch.cuda.synchronize()
+
+    run()  # warm-up
+    return sync_sites(run, cuda)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10)
@@ -111,6 +184,7 @@ def main() -> int:
     for sampler in (*samplers.values(), tcd_sampler):
         run(sampler)  # warm-up: model load, kernels
     sites = sync_sites(lambda: run(samplers["LCMSampler"]), cuda) + sync_sites(lambda: run(tcd_sampler), cuda)
+    sites += flow_sync_sites(comfy, pack, cuda)
     ours = sorted({f"{os.path.relpath(f, PACK_DIR)}:{n}" for f, n in sites if in_pack(f)})
     host = sorted({f"{f}:{n}" for f, n in sites if not in_pack(f)})
 
@@ -122,16 +196,17 @@ def main() -> int:
             run(samplers[name])
             timings[name].append(time.perf_counter() - start)
     ratio = statistics.median(a / b for a, b in zip(timings["LCMSampler"], timings["builtin_lcm"]))
+    parity = device_parity(comfy, pack, cuda)
     report = {
         "device": torch.cuda.get_device_name(0) if cuda else "cpu (dry run)",
         "unet": "SD1.5 size, random fp16" if not args.dry_run else "tiny",
         "latent": [1, 4, 64, 64], "steps": args.steps, "rounds": args.rounds,
         "median_s": {name: round(statistics.median(v), 4) for name, v in timings.items()},
         "ratio": round(ratio, 4), "max_ratio": args.max_ratio,
-        "syncs_in_pack": ours, "syncs_in_host": host[:20], "torch": torch.__version__,
+        "syncs_in_pack": ours, "syncs_in_host": host[:20], "cpu_vs_device": parity, "torch": torch.__version__,
     }
     print(json.dumps(report, indent=2))
-    return 0 if ratio <= args.max_ratio and not ours else 1
+    return 0 if ratio <= args.max_ratio and not ours and all(case["ok"] for case in parity.values()) else 1
 
 
 if __name__ == "__main__":

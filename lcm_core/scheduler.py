@@ -22,7 +22,16 @@ from . import schedule
 from .config import CONFIG_NAME, LCMConfig, SchedulerConfig
 from .flow import FlowMatchConfig, FlowStep, flow_predicted_original_sample, flow_schedule, flow_steps, scale_to
 from .flow import training_sigmas as flow_training_sigmas
-from .step import Generators, StepCoefficients, denoise, draw_noise, renoise_, scaled_sum_, step_coefficients
+from .step import (
+    Generators,
+    StepCoefficients,
+    denoise,
+    draw_noise,
+    renoise_,
+    scalar_tensors,
+    scaled_sum_,
+    step_coefficients,
+)
 from .tcd import (
     DEFAULT_GAMMA,
     TCDStepCoefficients,
@@ -296,8 +305,10 @@ class LCMScheduler(_ConsistencyScheduler):
         self._coefficients: List[StepCoefficients] = []
 
     def _schedule_changed(self) -> None:
-        self._coefficients = step_coefficients(self.alphas_cumprod, self._timestep_values,
-                                               self._config.timestep_scaling)
+        # As 0-dim CPU tensors (the step's operands, as the reference's are); c_skip is torch.add's alpha.
+        self._coefficients = [
+            scalar_tensors(c, keep=("c_skip",))
+            for c in step_coefficients(self.alphas_cumprod, self._timestep_values, self._config.timestep_scaling)]
 
     def step(
         self,
@@ -351,9 +362,13 @@ class TCDScheduler(_ConsistencyScheduler):
         self._coefficients = {}
 
     def _coefficients_for(self, gamma: float) -> List[TCDStepCoefficients]:
-        """The schedule's per-step scalars for this gamma, computed on its first use (on the CPU)."""
+        """The schedule's per-step scalars for this gamma, computed on its first use (on the CPU).
+
+        As 0-dim CPU tensors (``scalar_tensors``): the step's operands, as the reference's are.
+        """
         if gamma not in self._coefficients:
-            self._coefficients[gamma] = tcd_step_coefficients(self.alphas_cumprod, self._timestep_values, gamma)
+            self._coefficients[gamma] = [
+                scalar_tensors(c) for c in tcd_step_coefficients(self.alphas_cumprod, self._timestep_values, gamma)]
         return self._coefficients[gamma]
 
     def step(

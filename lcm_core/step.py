@@ -17,7 +17,7 @@ mix ``scaled_sum_``, the k-space conversions and ``draw_noise`` serve TCD's step
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Protocol, Sequence, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 import torch
 
@@ -28,6 +28,9 @@ from .config import LCMConfig
 SIGMA_DATA = 0.5
 
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+# A step's scalar: a Python float, or the same value as a 0-dim float32 CPU tensor (``scalar_tensors``).
+Scalar = Union[float, torch.Tensor]
+_Coefficients = TypeVar("_Coefficients")
 
 
 class NoiseLevel(Protocol):
@@ -37,8 +40,8 @@ class NoiseLevel(Protocol):
     formulas below serve both schedulers.
     """
 
-    sqrt_alpha: float
-    sqrt_beta: float
+    sqrt_alpha: Scalar
+    sqrt_beta: Scalar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,20 +52,38 @@ class StepCoefficients:
     ``c_skip`` / ``c_out``: the boundary-condition scalings;
     ``sqrt_alpha_prev`` / ``sqrt_beta_prev``: the same terms at the next timestep (for the
     last step, at ``timestep`` itself, as in the reference; they are then unused).
+    The scalars are floats (``step_coefficients``) or 0-dim tensors (``scalar_tensors``, c_skip kept).
     """
 
     timestep: int
-    sqrt_alpha: float
-    sqrt_beta: float
+    sqrt_alpha: Scalar
+    sqrt_beta: Scalar
     c_skip: float
-    c_out: float
-    sqrt_alpha_prev: float
-    sqrt_beta_prev: float
+    c_out: Scalar
+    sqrt_alpha_prev: Scalar
+    sqrt_beta_prev: Scalar
     # sqrt(alpha_bar_t) / c_out: dividing by it gives c_out * x0 for epsilon prediction in
     # one operation (bit-identical to the reference where c_out == 1.0 in float32).
-    epsilon_x0_divisor_over_c_out: float
+    epsilon_x0_divisor_over_c_out: Scalar
     # 1 / c_out: the same for sample and v prediction.
-    one_over_c_out: float
+    one_over_c_out: Scalar
+
+
+def scalar_tensors(coefficients: _Coefficients, keep: Sequence[str] = ()) -> _Coefficients:
+    """The same per-step coefficients (a dataclass) with each float as a 0-dim float32 CPU tensor.
+
+    Fields named in ``keep`` stay floats (``torch.add``'s ``alpha`` takes only a number).
+
+    Those are the operands the reference multiplies by (its alpha_bar values), and they give the
+    same results as the floats on every device and dtype. On the CPU they are also cheaper: a
+    Python float is first converted to a tensor of the operand's dtype inside every operation,
+    about a quarter of a step's arithmetic at 1x4x128x128. Other devices read a CPU scalar
+    on the host, so a step still does no host-device synchronisation.
+    """
+    return dataclasses.replace(coefficients, **{  # type: ignore[type-var]
+        field.name: torch.tensor(getattr(coefficients, field.name), dtype=torch.float32)
+        for field in dataclasses.fields(coefficients)  # type: ignore[arg-type]
+        if isinstance(getattr(coefficients, field.name), float) and field.name not in keep})
 
 
 def boundary_condition_scalings(timesteps: torch.Tensor, timestep_scaling: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -106,14 +127,39 @@ def step_coefficients(
     ]
 
 
+def _holds(fresh: torch.Tensor, other: torch.Tensor) -> bool:
+    """Whether ``fresh`` can take the result of a binary op with ``other`` exactly as a new tensor would.
+
+    Writing into a temporary saves an allocation and keeps the memory in cache (a step is about
+    ten passes over the latent). The same shape and dtype rule out broadcasting and type promotion;
+    tensors that need gradients keep the out-of-place op (``out=`` has no autograd).
+    """
+    return (fresh.shape == other.shape and fresh.dtype == other.dtype
+            and not (fresh.requires_grad or other.requires_grad))
+
+
+def difference_(minuend: torch.Tensor, subtrahend: torch.Tensor, into_subtrahend: bool = False) -> torch.Tensor:
+    """minuend - subtrahend, in the memory of the temporary of the two (the minuend unless
+    ``into_subtrahend``) where it holds the result exactly, else as a new tensor."""
+    fresh = subtrahend if into_subtrahend else minuend
+    if _holds(fresh, subtrahend if fresh is minuend else minuend):
+        return torch.sub(minuend, subtrahend, out=fresh)
+    return minuend - subtrahend
+
+
+def sum_(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """fresh + other, in the temporary ``fresh``'s memory where it holds the result exactly."""
+    return fresh.add_(other) if _holds(fresh, other) else fresh + other
+
+
 def predicted_original_sample(
     model_output: torch.Tensor, sample: torch.Tensor, c: NoiseLevel, prediction_type: str
 ) -> torch.Tensor:
     """x0 from the model output (DDPM parameterisations, as the reference computes them)."""
     if prediction_type == "epsilon":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)   (Ho et al. 2020, eq. 15)
-        return (sample - c.sqrt_beta * model_output) / c.sqrt_alpha
+        return difference_(sample, model_output * c.sqrt_beta, into_subtrahend=True).div_(c.sqrt_alpha)
     if prediction_type == "v_prediction":  # x0 = sqrt(a) x_t - sqrt(1 - a) v  (Salimans & Ho 2022)
-        return c.sqrt_alpha * sample - c.sqrt_beta * model_output
+        return difference_(sample * c.sqrt_alpha, model_output * c.sqrt_beta)
     if prediction_type == "sample":
         return model_output
     raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
@@ -130,9 +176,9 @@ def predicted_noise(
     if prediction_type == "epsilon":
         return model_output
     if prediction_type == "v_prediction":  # eps = sqrt(a) v + sqrt(1 - a) x_t  (Salimans & Ho 2022)
-        return c.sqrt_alpha * model_output + c.sqrt_beta * sample
+        return sum_(model_output * c.sqrt_alpha, sample * c.sqrt_beta)
     if prediction_type == "sample":  # eps = (x_t - sqrt(a) x0) / sqrt(1 - a)
-        return (sample - c.sqrt_alpha * x0) / c.sqrt_beta
+        return difference_(sample, x0 * c.sqrt_alpha, into_subtrahend=True).div_(c.sqrt_beta)
     raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
 
 
@@ -177,13 +223,16 @@ def denoise(
         x0 = clip_or_threshold(predicted_original_sample(model_output, sample, c, prediction_type), config)
         return apply_boundary_condition(x0, sample, c.c_skip, c.c_out)
     if prediction_type == "epsilon":
-        scaled_x0 = (sample - c.sqrt_beta * model_output) / c.epsilon_x0_divisor_over_c_out
+        scaled_x0 = difference_(sample, model_output * c.sqrt_beta, into_subtrahend=True).div_(
+            c.epsilon_x0_divisor_over_c_out)
     else:
-        scaled_x0 = (c.sqrt_alpha * sample - c.sqrt_beta * model_output) / c.one_over_c_out
+        scaled_x0 = difference_(sample * c.sqrt_alpha, model_output * c.sqrt_beta).div_(c.one_over_c_out)
+    if _holds(scaled_x0, sample):
+        return scaled_x0.add_(sample, alpha=c.c_skip)
     return torch.add(scaled_x0, sample, alpha=c.c_skip)
 
 
-def apply_boundary_condition(x0: torch.Tensor, sample: torch.Tensor, c_skip: float, c_out: float) -> torch.Tensor:
+def apply_boundary_condition(x0: torch.Tensor, sample: torch.Tensor, c_skip: float, c_out: Scalar) -> torch.Tensor:
     """f(x_t, t) = c_out * x0 + c_skip * x_t, the consistency-model parameterisation."""
     return torch.add(x0 * c_out, sample, alpha=c_skip)
 
@@ -207,7 +256,7 @@ def renoise_k_space_(noise: torch.Tensor, denoised: torch.Tensor, sigma_next: fl
     return noise.mul_(sigma_next).add_(denoised)
 
 
-def scaled_sum_(owned: torch.Tensor, owned_scale: float, other: torch.Tensor, other_scale: float) -> torch.Tensor:
+def scaled_sum_(owned: torch.Tensor, owned_scale: Scalar, other: torch.Tensor, other_scale: Scalar) -> torch.Tensor:
     """owned_scale * owned + other_scale * other, in ``owned``'s memory (the forward-process mix).
 
     Both products are rounded before the sum, as in the reference (a * x + b * y): a fused
@@ -233,7 +282,8 @@ def draw_noise(
     shape = tuple(shape)
     if isinstance(generator, (list, tuple)) and len(generator) == 1:
         generator = generator[0]
-    draw_device = torch.device(device)
+    device = torch.device(device)
+    draw_device = device
     if generator is not None:
         generator_type = (generator[0] if isinstance(generator, (list, tuple)) else generator).device.type
         if generator_type != draw_device.type:
@@ -249,8 +299,9 @@ def draw_noise(
         noise = torch.cat(parts, dim=0)
     else:
         noise = torch.randn(shape, generator=generator, device=draw_device, dtype=dtype)
+    if draw_device is device:  # drawn where it is used
+        return noise
     # A blocking host-to-GPU copy synchronises the stream (torch.cuda.set_sync_debug_mode flags
     # it); from pageable memory CUDA stages the source before returning, so non_blocking is safe.
     # Elsewhere (MPS, CPU, meta) the plain copy.
-    device = torch.device(device)
     return noise.to(device, non_blocking=noise.device.type == "cpu" and device.type == "cuda")

@@ -35,7 +35,7 @@ from typing import List, Sequence, Tuple
 import torch
 
 from .schedule import timesteps_from_sigmas
-from .step import predicted_noise, predicted_original_sample, scaled_sum_
+from .step import Scalar, predicted_noise, predicted_original_sample, scaled_sum_
 
 # The TCD authors' default gamma (diffusers' TCDScheduler.step eta=0.3). Note that the SD and
 # SDXL pipelines pass their own eta, which defaults to 0.0.
@@ -73,17 +73,18 @@ class TCDStepCoefficients:
     ``sqrt_alpha_s`` / ``sqrt_beta_s``: the same at s (eq. 1);
     ``renoise_signal`` / ``renoise_noise``: sqrt(a_prev / a_s), sqrt(1 - a_prev / a_s) (eq. 2);
     ``draws_noise``: gamma > 0 and not the last step (the reference draws no noise otherwise).
+    The scalars are floats (``tcd_step_coefficients``) or 0-dim tensors (``step.scalar_tensors``).
     """
 
     timestep: int
     timestep_prev: int
     timestep_s: int
-    sqrt_alpha: float
-    sqrt_beta: float
-    sqrt_alpha_s: float
-    sqrt_beta_s: float
-    renoise_signal: float
-    renoise_noise: float
+    sqrt_alpha: Scalar
+    sqrt_beta: Scalar
+    sqrt_alpha_s: Scalar
+    sqrt_beta_s: Scalar
+    renoise_signal: Scalar
+    renoise_noise: Scalar
     draws_noise: bool
 
 

@@ -70,7 +70,8 @@ def lcm_diffusers_scheduler(model_sampling: Any, steps: int) -> torch.Tensor:
             return flow.schedule_for(model_sampling, int(steps)).sigmas
         except ValueError as error:
             raise ValueError(f"scheduler {LCM_SCHEDULER} ({steps} steps, flow model with "
-                             f"{host.describe_sampling(model_sampling)}, shift {model_sampling.shift}): {error}") from None
+                             f"{host.describe_sampling(model_sampling)}, shift {model_sampling.shift}): "
+                             f"{error}") from None
     host.require_discrete(model_sampling, f"the scheduler {LCM_SCHEDULER}")
     config = LCMConfig(num_train_timesteps=int(model_sampling.num_timesteps))
     try:

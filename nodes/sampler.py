@@ -321,16 +321,15 @@ class LCMSampler(_SamplerNode):
 
     @classmethod
     def INPUT_TYPES(cls) -> Dict[str, Any]:
-        # Optional (it was required before flow models): a flow model's step has no discrete settings.
-        return {"required": {}, "optional": {
-            "config": (LCM_CONFIG, {"tooltip": "From LCMSchedulerConfig: timestep_scaling, clip_sample and "
-                                               "thresholding are used here on SD1.5 / SDXL models. Unconnected: "
-                                               "diffusers' defaults. Flow models (SD3, Flux, Wan) do not use it."})}}
+        return {"required": {"config": (LCM_CONFIG, {"tooltip": "From LCMSchedulerConfig: timestep_scaling, "
+                                                                "clip_sample and thresholding are used here on "
+                                                                "SD1.5 / SDXL models. Flow models (SD3, Flux, Wan) "
+                                                                "use none of its fields: its defaults will do."})}}
 
-    def get_sampler(self, config: Optional[LCMConfig] = None) -> Tuple[Any]:
+    def get_sampler(self, config: LCMConfig) -> Tuple[Any]:
         import comfy.samplers
 
-        return (comfy.samplers.KSAMPLER(sample_lcm_multistep, extra_options={"config": config or LCMConfig()}),)
+        return (comfy.samplers.KSAMPLER(sample_lcm_multistep, extra_options={"config": config}),)
 
 
 class TCDSampler(_SamplerNode):

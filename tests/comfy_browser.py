@@ -9,9 +9,10 @@ widget, the Run button. `ConsoleLog` records the page's console errors and tells
 this closed test environment always produces (each listed with its cause in
 ENVIRONMENT_ERRORS) from the rest, which a test reports.
 
-Written against front end 1.32.9 (the one ComfyUI 0.3.75 pins, which CI runs) and 1.48.7 (ComfyUI
-0.33.0's, run by hand): roles, labels and the page's objects (window.app, window.LiteGraph) where
-the DOM would be brittle, and a comment at each place where the two differ.
+Written against front end 1.32.9 (the one ComfyUI 0.3.75 pins, which CI runs), 1.48.7 (ComfyUI
+0.33.0's) and 1.58.1 (the newest, over 0.33.0; `make test-browser FRONTEND=...` runs another one):
+roles, labels and the page's objects (window.app, window.LiteGraph) where the DOM would be brittle,
+and a comment at each place where they differ.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+# A toast and its close button: PrimeVue's in 1.32.9 and 1.48.7, Reka's (test ids) in 1.58.1.
+TOAST = '.p-toast-message, [data-testid="toast"]'
+TOAST_CLOSE = '.p-toast-close-button, [data-testid="toast-close"]'
 VIEWPORT = {"width": 1600, "height": 1000}
 # Pictures show the canvas alone: no minimap, canvas statistics or zoom menu. Stored before the
 # page starts (switching the minimap off in a running page logs an error of the front end's own).
@@ -109,7 +113,7 @@ def _text(pattern: str, *, kind: str = "error") -> Callable[[ConsoleEntry], bool
 
 
 # Each entry was seen on the tests' server (front end 1.32.9, ComfyUI 0.3.75, a fresh user folder,
-# no network; those marked 1.48.7 on ComfyUI 0.33.0); the start-up ones (404s, the TypeError, the
+# no network; those marked 1.48.7 on ComfyUI 0.33.0, 1.58.1 over 0.3.75); the start-up ones (404s, the TypeError, the
 # graph read before initialization) on a server with no custom node at all too.
 # Anything else is reported.
 ENVIRONMENT_ERRORS = (
@@ -123,9 +127,10 @@ ENVIRONMENT_ERRORS = (
                         "/api/userdata/comfy.templates.json")),
     KnownError("ComfyUI's core templates come from the optional package comfyui-workflow-templates, "
                "which the test environment does not install",
-               _missing("/templates/index.json")),
+               _missing("/templates/index.json", "/templates/index_logo.json")),  # index_logo: 1.58.1
     KnownError("the same missing core templates, as the front end reports them",
-               _text(r"Error loading core workflow templates: AxiosError")),
+               # 1.58.1 adds the status and the stack ("AxiosError: Request failed with status code 404\n  at ...").
+               _text(r"Error loading core workflow templates: AxiosError(: Request failed with status code 404\n.*)?")),
     KnownError("front end 1.32.9 writes its render-mode setting before that setting is defined, at start-up "
                "(GraphView's load, settings store onChange), with or without custom nodes",
                _text(r"TypeError: Cannot read properties of undefined \(reading 'id'\)\s+at onChange .*"
@@ -239,7 +244,7 @@ class BrowserSession:
 # _INSTRUMENT counts the workflow loads that finished (every way of opening a workflow ends in
 # app.loadGraphData, which also opens the missing-nodes dialog) and keeps the text of every toast
 # shown (workflow validation reports its findings in toasts; the page may close them later).
-_INSTRUMENT = """() => {
+_INSTRUMENT = """toastSelector => {
   window.__lcm = {loads: 0, toasts: []};
   const load = app.loadGraphData;
   app.loadGraphData = async function (...args) {
@@ -247,7 +252,7 @@ _INSTRUMENT = """() => {
   };
   const seen = new WeakSet();
   new MutationObserver(() => {
-    for (const toast of document.querySelectorAll('.p-toast-message')) {
+    for (const toast of document.querySelectorAll(toastSelector)) {
       if (!seen.has(toast)) { seen.add(toast); window.__lcm.toasts.push(toast.innerText.trim()); }
     }
   }).observe(document.body, {childList: true, subtree: true});
@@ -341,9 +346,9 @@ class ComfyPage:
         first_start = not (answer.ok and answer.json())
         self.page.goto(self.url)
         self.page.wait_for_function("() => window.app?.graph && window.LiteGraph && app.canvas?.ds")
-        self.page.evaluate(_INSTRUMENT)
+        self.page.evaluate(_INSTRUMENT, TOAST)
         if first_start:
-            # On a user's first start both front ends open the templates browser by themselves, some
+            # On a user's first start every front end opens the templates browser by itself, some
             # time after the graph exists (1.48.7 later than 1.32.9): wait for it and close it, so
             # that it never covers what a test clicks next.
             self.templates_dialog().wait_for(state="visible")
@@ -363,13 +368,20 @@ class ComfyPage:
         return str(self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__"))
 
     def registered_node_types(self) -> dict[str, dict[str, Any]]:
-        """The node definitions the front end registered (LiteGraph.registered_node_types[*].nodeData)."""
+        """The node definitions the front end registered (LiteGraph.registered_node_types[*].nodeData).
+
+        display_name named on its own: 1.58.1's definitions compute it (a getter, which the copy out
+        of the page leaves out); 1.32.9's and 1.48.7's hold it."""
         return self.page.evaluate("""() => Object.fromEntries(Object.entries(LiteGraph.registered_node_types)
-            .filter(([, t]) => t.nodeData).map(([name, t]) => [name, t.nodeData]))""")
+            .filter(([, t]) => t.nodeData)
+            .map(([name, t]) => [name, {...t.nodeData, display_name: t.nodeData.display_name}]))""")
 
     def templates_dialog(self) -> Any:
-        """The templates browser, by the label both 1.32.9 (a PrimeVue dialog) and 1.48.7 give it."""
-        return self.page.locator('[aria-labelledby="global-workflow-template-selector"]')
+        """The templates browser, by its dialog key: 1.32.9 (a PrimeVue dialog) and 1.48.7 label it with
+        the key (aria-labelledby); 1.58.1 (a Reka dialog, labelled by a generated title id) carries the
+        key as data-dialog-key."""
+        key = "global-workflow-template-selector"
+        return self.page.locator(f'[aria-labelledby="{key}"], [role="dialog"][data-dialog-key="{key}"]')
 
     def close_templates_dialog(self) -> None:
         """The templates browser opens by itself on a first start; close it if it is open."""
@@ -384,11 +396,11 @@ class ComfyPage:
 
         self.close_templates_dialog()
         closable = self.page.locator(".p-dialog").filter(has=self.page.locator("button[aria-label='Close']"))
-        toasts = self.page.locator(".p-toast-message")
+        toasts = self.page.locator(TOAST)
         error_overlays = self.page.get_by_test_id("error-overlay")  # 1.48.7
         # Toasts first: they lie over 1.48.7's error overlay. One at a time, found again after each:
         # closing one moves the others (a stack of toasts).
-        for close_buttons in (toasts.locator(".p-toast-close-button"), closable.locator("button[aria-label='Close']"),
+        for close_buttons in (toasts.locator(TOAST_CLOSE), closable.locator("button[aria-label='Close']"),
                               error_overlays.get_by_role("button", name="Close")):
             for _ in range(20):
                 visible = close_buttons.locator("visible=true")
@@ -583,9 +595,10 @@ class ComfyPage:
         self.close_dialogs()
         self.page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
         # Focus mode leaves its own toggle button in a corner: no button at all (the canvas and the
-        # text widgets on it are no buttons), no legacy menu, no toast.
+        # text widgets on it are no buttons), no legacy menu, no toast (1.58.1: its toast viewport).
         self.page.add_style_tag(content="#vue-app button { visibility: hidden !important; }"
-                                        ".comfy-menu, .p-toast { display: none !important; }")
+                                        ".comfy-menu, .p-toast, [data-testid='toast-viewport'] "
+                                        "{ display: none !important; }")
         self.page.mouse.move(0, 0)
 
     def frame_graph(self, margin: int = 40, scale: float = 1.0) -> tuple[int, int]:

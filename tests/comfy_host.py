@@ -49,6 +49,9 @@ DIGITS_DEMO_DIR = REPO_ROOT / "demo" / "lcm_digits"
 DIGITS_DEMO_MODULE = "lcm_digits_demo"
 DIGITS_DEMO_FOLDER = "lcm-digits-demo"
 ENV_VAR = "LCM_COMFYUI"
+# A front end to serve instead of the tree's pinned comfyui-frontend-package: the folder ComfyUI's
+# --front-end-root takes (<package>/static, with index.html). `make test-browser FRONTEND=x.y.z` sets it.
+FRONT_END_ENV = "LCM_FRONT_END_ROOT"
 
 
 class ComfyHostError(RuntimeError):
@@ -462,6 +465,20 @@ COMFY_CLI_QUIET_ENV = {"DO_NOT_TRACK": "1", "COMFY_NO_TELEMETRY": "1", "COMFY_NO
                        "COMFY_KNOWLEDGE_FILE": os.devnull}
 
 
+def front_end_root_dir(value: str | Path | None = None) -> Path | None:
+    """``value``, else $LCM_FRONT_END_ROOT, as a front-end folder (index.html there); None if neither is set."""
+    named = str(value) if value else os.environ.get(FRONT_END_ENV)
+    if not named:
+        return None
+    root = Path(named).resolve()
+    if not (root / "index.html").is_file():
+        raise ComfyHostError(
+            f"{FRONT_END_ENV}={named} is no front end (no index.html there): name the static/ folder of an "
+            f"installed comfyui-frontend-package, e.g. `make test-browser FRONTEND=1.58.1` installs one and sets it."
+        )
+    return root
+
+
 class ComfyServer:
     """ComfyUI's main.py on 127.0.0.1 with this repo in custom_nodes/; a context manager.
 
@@ -476,6 +493,8 @@ class ComfyServer:
     users do, `comfy launch`, falling back to main.py where comfy-cli cannot launch it.
     Errors are ComfyHostError whose first line says what failed (with the log's path) and
     whose further lines carry the log or the node's traceback.
+    front_end_root (default $LCM_FRONT_END_ROOT) serves that front end (--front-end-root);
+    none: the one the tree pins.
     """
 
     def __init__(
@@ -489,8 +508,10 @@ class ComfyServer:
         port: int = 0,
         cpu: bool = True,
         comfy_cli: bool = False,
+        front_end_root: str | Path | None = None,
     ) -> None:
         self.tree = comfy_tree()
+        self.front_end_root = front_end_root_dir(front_end_root)
         self.extra_custom_nodes = dict(extra_custom_nodes or {})
         self.python = python
         self.extra_args = tuple(extra_args)
@@ -539,6 +560,7 @@ class ComfyServer:
             "--database-url",
             "sqlite:///:memory:",
             *self.extra_args,
+            *(["--front-end-root", str(self.front_end_root)] if self.front_end_root is not None else []),
         ]
         comfy = self._find_comfy_cli() if self.comfy_cli else None
         if comfy is not None:

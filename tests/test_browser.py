@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.metadata
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +23,15 @@ from typing import Any
 import pytest
 
 from comfy_browser import BrowserSession, BrowserUnavailable, ComfyPage, ConsoleEntry, Mark, explain
-from comfy_host import EXAMPLE_WORKFLOWS, PACK_FOLDER, REPO_ROOT, ComfyServer, input_specs, is_widget
+from comfy_host import (
+    EXAMPLE_WORKFLOWS,
+    PACK_FOLDER,
+    REPO_ROOT,
+    ComfyServer,
+    front_end_root_dir,
+    input_specs,
+    is_widget,
+)
 
 # Every example workflow the pack ships (the templates browser lists each of them).
 WORKFLOWS = tuple(sorted(path.stem for path in EXAMPLE_WORKFLOWS.glob("*.json")))
@@ -42,6 +51,18 @@ def display_names() -> dict[str, str]:
 
 
 DISPLAY_NAMES = display_names()
+
+
+def served_front_end_version() -> str | None:
+    """The version of comfyui-frontend-package the server serves: the package installed around
+    $LCM_FRONT_END_ROOT (`make test-browser FRONTEND=...` installs it with pip --target), else the
+    host's own. None for a front end built by hand (a static folder that no package holds)."""
+    root = front_end_root_dir()
+    if root is None:
+        return importlib.metadata.version("comfyui-frontend-package")
+    found = [dist.version for dist in importlib.metadata.distributions(path=[str(root.parent.parent)])
+             if dist.metadata["Name"].replace("_", "-").lower() == "comfyui-frontend-package"]
+    return found[0] if found else None
 
 
 def workflow_file(name: str) -> Path:
@@ -91,8 +112,10 @@ def page(comfy_page: ComfyPage, request: pytest.FixtureRequest, tmp_path: Path) 
 
 
 def test_front_end_starts_with_the_pack_registered(page: ComfyPage, object_info: dict[str, Any]) -> None:
-    """Start-up: the pinned front end registers every node of the pack as the server declares it,
-    with no console error beyond the environment's own."""
+    """Start-up: the front end asked for (the pinned one, or $LCM_FRONT_END_ROOT's) registers every
+    node of the pack as the server declares it, with no console error beyond the environment's own."""
+    expected = served_front_end_version()
+    assert expected is None or page.frontend_version == expected
     ours = {name for name, info in object_info.items() if info["python_module"] == f"custom_nodes.{PACK_FOLDER}"}
     assert ours == set(DISPLAY_NAMES)
     registered = page.registered_node_types()

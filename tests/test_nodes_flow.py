@@ -139,13 +139,14 @@ def test_tcd_and_discrete_sigmas_on_a_flow_model_are_refused(comfy, nodes, sd3):
         _sample_custom(comfy, sd3, tcd, flow_sigmas)
     discrete = nodes.LCMTimesteps().get_sigmas(comfy_host.lcm_config(nodes), 2, 1.0)[0]
     with pytest.raises(ValueError, match=r"outside \[0, 1\], so they are not a flow model's noise levels"):
-        _sample_custom(comfy, sd3, nodes.LCMSampler().get_sampler()[0], discrete)
+        _sample_custom(comfy, sd3, nodes.LCMSampler().get_sampler(comfy_host.lcm_config(nodes))[0], discrete)
 
 
-def test_lcm_sampler_without_a_config_samples_a_flow_model_as_the_ksampler_name(comfy, nodes, sd3):
-    """LCMSampler's config is optional; on a flow model SamplerCustom and KSampler's lcm_diffusers agree exactly."""
+def test_lcm_sampler_samples_a_flow_model_as_the_ksampler_name(comfy, nodes, sd3):
+    """On a flow model SamplerCustom with LCMSampler (default config) and KSampler's lcm_diffusers agree exactly."""
     sigmas = nodes.FlowMatchLCMTimesteps().get_sigmas(sd3, 4, 1.0)[0]
-    custom = _sample_custom(comfy, sd3, nodes.LCMSampler().get_sampler()[0], sigmas, seed=5)
+    custom = _sample_custom(comfy, sd3, nodes.LCMSampler().get_sampler(comfy_host.lcm_config(nodes))[0], sigmas,
+                            seed=5)
     ksampler = _sample_custom(comfy, sd3, comfy.samplers.sampler_object("lcm_diffusers"),
                               _ksampler_sigmas(comfy, sd3, 4), seed=5)
     assert torch.isfinite(custom).all() and torch.equal(custom, ksampler)
@@ -156,3 +157,49 @@ def test_ksampler_scheduler_on_a_flow_model_with_a_bad_shift_names_it(comfy, sd3
     with pytest.raises(ValueError, match=r"scheduler lcm_diffusers \(4 steps, flow model .* shift 0.0\): shift must be "
                                          "a positive number"):
         _ksampler_sigmas(comfy, model, 4)
+
+
+def test_docs_table_of_comfyui_schedulers_on_flow_models(comfy, pack):
+    """docs/flow.md's table of 4-step sigmas: lcm_diffusers against ComfyUI's own schedulers, recomputed."""
+    text = (comfy_host.REPO_ROOT / "docs" / "flow.md").read_text(encoding="utf-8")
+    header = "| shift | `lcm_diffusers` (diffusers) | `simple` | `normal` | `sgm_uniform` | `beta` |"
+    lines = text.splitlines()
+    rows = lines[lines.index(header) + 2:lines.index(header) + 4]
+    schedulers = ["lcm_diffusers", "simple", "normal", "sgm_uniform", "beta"]
+
+    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        model_sampling = FlowSampling()
+        model_sampling.set_parameters(shift=float(cells[0].split()[0]))
+        for scheduler, cell in zip(schedulers, cells[1:]):
+            sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, 4)[:-1].tolist()
+            assert cell == ", ".join(str(round(value, 4)) for value in sigmas), (cells[0], scheduler)
+
+
+def test_over_http_a_discrete_node_on_a_flow_model_fails_its_prompt_and_the_server_keeps_serving(
+        comfy_server, flow_pairs, nodes):
+    """A tiny SD3 in models/diffusion_models (UNETLoader): LCMTimesteps refuses it, FlowMatchLCMTimesteps serves it."""
+    from safetensors.torch import save_file
+
+    folder = comfy_server.base_dir / "models" / "diffusion_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in flow_pairs["sd3"].transformer.state_dict().items()},
+              str(folder / "tiny-sd3.safetensors"))
+    loader = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny-sd3.safetensors", "weight_dtype": "default"}}
+    config = {"class_type": "LCMSchedulerConfig", "inputs": comfy_host.default_widgets(nodes.LCMSchedulerConfig)}
+    refused = {"1": loader, "2": config,
+               "3": {"class_type": "LCMTimesteps", "inputs": {"config": ["2", 0], "steps": 4, "strength": 1.0,
+                                                              "model": ["1", 0]}},
+               "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}}}
+    with pytest.raises(comfy_host.ComfyHostError, match=r"LCMTimesteps.*SD3 \(ModelSamplingDiscreteFlow, CONST\) is "
+                                                        r"a flow-matching model"):
+        comfy_server.run(refused, timeout=120)
+    served = {"1": loader,
+              "2": {"class_type": "FlowMatchLCMTimesteps", "inputs": {"model": ["1", 0], "steps": 4, "strength": 1.0}},
+              "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}}}
+    entry = comfy_server.run(served, timeout=120)
+    expected = ", ".join(f"{t:g}" for t in _diffusers({"shift": 3.0}, num_inference_steps=4).timesteps.tolist())
+    assert entry["outputs"]["3"]["text"] == [expected]

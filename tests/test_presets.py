@@ -19,6 +19,7 @@ from comfy_host import REPO_ROOT
 from test_nodes_parity import LATENT, NEGATIVE, POSITIVE, diffusers_txt2img
 
 README = REPO_ROOT / "README.md"
+PRESETS_DOC = REPO_ROOT / "docs" / "presets.md"
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,20 @@ def card_timesteps(preset, steps=None):
     return scheduler.timesteps.tolist()
 
 
+def card_presets(presets):
+    """The presets that run diffusers' LCMScheduler or TCDScheduler (the 2023-24 cards)."""
+    return [preset for preset in presets.PRESETS if preset.scheduler in ("lcm", "tcd")]
+
+
 def test_every_preset_is_sourced(presets):
-    assert len(presets.PRESETS) == len(presets.PRESETS_BY_NAME) >= 10
+    assert len(presets.PRESETS) == len(presets.PRESETS_BY_NAME) >= 20
     for preset in presets.PRESETS:
-        assert preset.source.startswith("huggingface.co/") and preset.quote, preset.name
-        assert preset.scheduler in ("lcm", "tcd") and (preset.gamma is not None) == (preset.scheduler == "tcd")
+        assert preset.source.startswith(("huggingface.co/", "github.com/")) and preset.quote, preset.name
+        if preset.source.startswith("github.com/"):  # repo@commit path
+            assert re.match(r"github\.com/[\w.-]+/[\w.-]+@[0-9a-f]{40} \S", preset.source), preset.source
+        assert preset.scheduler in ("lcm", "tcd", "flow_lcm", "euler", "ddim")
+        assert (preset.gamma is not None) == (preset.scheduler == "tcd")
+        assert preset.is_flow == (preset.scheduler == "flow_lcm" or bool(preset.sigmas)), preset.name
         assert preset.cfg >= 1.0
 
 
@@ -54,7 +64,7 @@ def test_each_preset_gives_the_cards_timesteps_and_sampler(nodes, presets, caplo
     import lcm_core
 
     node = nodes.LCMPreset()
-    for preset in presets.PRESETS:
+    for preset in card_presets(presets):
         with caplog.at_level(logging.WARNING):
             caplog.clear()
             sampler, sigmas, config, cfg, about = node.get_preset(preset.name, 0, 1.0)
@@ -88,7 +98,7 @@ def test_steps_and_strength(nodes, presets):
     _, half, *_ = node.get_preset("LCM-LoRA SD1.5", 0, 0.5)
     full, _ = nodes.LCMTimesteps().get_sigmas(node.get_preset("LCM-LoRA SD1.5", 0, 1.0)[2], 4, 0.5)
     torch.testing.assert_close(half, full, atol=0, rtol=0)
-    with pytest.raises(ValueError, match=r"LCMPreset steps=3: the preset 'DMD2 SDXL 4-step' runs its card's "
+    with pytest.raises(ValueError, match=r"LCMPreset steps=3: the preset 'DMD2 SDXL 4-step' runs its source's "
                                          r"timesteps 999, 749, 499, 249 \(4 steps\); set steps to 0 or 4"):
         node.get_preset("DMD2 SDXL 4-step", 3, 1.0)
     _, sigmas, *_ = node.get_preset("DMD2 SDXL 4-step", 4, 1.0)
@@ -143,10 +153,16 @@ def test_a_card_schedule_that_starts_low_is_not_diffusers_txt2img_as_the_readme_
     assert "not diffusers' to the seed" in outputs[4]
 
 
-def test_readme_lists_every_preset_with_its_source(presets):
-    rows = [line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+def test_docs_list_every_preset_with_its_source(presets):
+    """docs/presets.md has a row per preset with its sampler, cfg and source; the README names each one
+    and links the table."""
+    rows = [line for line in PRESETS_DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    readme = " ".join(README.read_text(encoding="utf-8").split())  # names may wrap across lines
+    assert "docs/presets.md" in readme
     for preset in presets.PRESETS:
         (row,) = [r for r in rows if r.startswith(f"| {preset.name} |")]
         assert preset.source in row, preset.name
         cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1] == preset.scheduler, (preset.name, cells)
         assert re.search(rf"\b{preset.cfg:g}\b", cells[4]), (preset.name, cells)
+        assert preset.name in readme, preset.name
