@@ -194,9 +194,11 @@ FLOW_WAN_NOTE = (
     f"- models/loras/{WAN_LORA}: a step-distill LoRA made for Wan 2.1 T2V 1.3B (lightx2v or CausVid style); "
     "the file name is your choice. A 14B LoRA does not fit the 1.3B model.\n"
     f"shift {WAN_SHIFT}: ComfyUI's own Wan 2.1 default (the shift the model loads with, also set by ComfyUI's Wan "
-    "template); set the value your LoRA's card gives. Both rows sample at the shift the model carries.\n"
+    "template); set the value your LoRA's card gives. Both rows sample at the shift the model carries: at 8.0 the "
+    "4 steps start at sigmas 1, 0.9418, 0.8038, 0.0602, as diffusers' WanPipeline with FlowMatchLCMScheduler.\n"
     "Lower row: the same run as SamplerCustom + FlowMatch LCM Timesteps + LCM Sampler (same seed, same video), "
-    "for custom sigmas or an img2img strength."
+    "for custom sigmas or an img2img strength; LCM Sampler wants a config, and the flow step uses none of its "
+    "fields. The LoRA authors' own timesteps (lightx2v, CausVid, rCM): the LCM / TCD Preset node (docs/presets.md)."
 )
 
 
@@ -290,8 +292,9 @@ WORKFLOWS = (
                   "denoise": 1.0},
                  {"model": (3, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (8, 0)}),
             *decode_and_save(10, samples=(9, 0), vae=(5, 0), y=60, prefix="flow_lcm_wan", **WAN_SAVE),
-            Node(12, "LCMSampler", (460, 660), (400, 60), "LCM Sampler (flow model: no config needed)"),
-            Node(13, "FlowMatchLCMTimesteps", (460, 760), (400, 260), "FlowMatch LCM Timesteps (4 steps)",
+            Node(18, "LCMSchedulerConfig", (40, 700), (370, 560), "LCM Scheduler Config (defaults)"),
+            Node(12, "LCMSampler", (460, 690), (400, 60), links={"config": (18, 0)}),
+            Node(13, "FlowMatchLCMTimesteps", (460, 830), (400, 260), "FlowMatch LCM Timesteps (4 steps)",
                  {"steps": 4, "strength": 1.0}, {"model": (3, 0)}),
             Node(14, "SamplerCustom", (900, 660), (440, 440), "SamplerCustom (the same 4 steps)",
                  {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
@@ -299,7 +302,7 @@ WORKFLOWS = (
                   "latent_image": (8, 0)}),
             *decode_and_save(15, samples=(14, 0), vae=(5, 0), y=660, prefix="flow_lcm_wan_custom", **WAN_SAVE),
         ],
-        notes=[Note(17, (40, -230), (780, 190), FLOW_WAN_NOTE)],
+        notes=[Note(17, (40, -270), (780, 230), FLOW_WAN_NOTE)],
         groups=[Group("Wan 2.1 T2V: 4 flow LCM steps in the plain KSampler", (880, -20, 1180, 580)),
                 Group("the same with SamplerCustom + FlowMatch LCM Timesteps", (880, 580, 1180, 580))],
     ),

@@ -78,9 +78,8 @@ def test_server_lists_the_pack_nodes(object_info: dict[str, Any]) -> None:
     assert timesteps["input_order"]["required"] == ["config", "steps", "strength"]
     assert timesteps["input"]["required"]["config"][0] == "LCM_CONFIG"
     assert sampler["output"] == ["SAMPLER"]
-    # Optional since flow models (a flow model's step has no discrete settings); still the first input.
-    assert sampler["input_order"]["required"] == [] and sampler["input_order"]["optional"][0] == "config"
-    assert sampler["input"]["optional"]["config"][0] == "LCM_CONFIG"
+    assert sampler["input_order"]["required"] == ["config"]
+    assert sampler["input"]["required"]["config"][0] == "LCM_CONFIG"
     for name in PACK_NODES:
         assert object_info[name]["category"].startswith("sampling/custom_sampling/"), name
     # DESIGN.md: a description on every node of the pack, a tooltip on every input and output.
