@@ -254,17 +254,36 @@ def lora_targets() -> Shapes:
     return targets
 
 
-def make_tiny_lora(path: str | Path, seed: int = 0, scale: float = 0.1) -> Path:
-    """Write a rank-4 LoRA for the tiny checkpoint (kohya keys: lora_down / lora_up / alpha), so
-    a LoraLoader in a bundled workflow runs on it as on a real LCM-LoRA. Random, like the model."""
+def write_lora(path: str | Path, targets: Shapes, seed: int = 0, scale: float = 0.1) -> Path:
+    """Write a random rank-4 LoRA in the kohya layout (lora_down / lora_up / alpha) for `targets`
+    ({kohya name: (rows, cols)} of the weights it patches)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
-    for name, (rows, cols) in lora_targets().items():
+    for name, (rows, cols) in targets.items():
         tensors[f"{name}.lora_down.weight"] = _init(f"{name}.down", (LORA_RANK, cols), seed).to(UNET_DTYPE)
         tensors[f"{name}.lora_up.weight"] = (_init(f"{name}.up", (rows, LORA_RANK), seed) * scale).to(UNET_DTYPE)
         tensors[f"{name}.alpha"] = torch.tensor(float(LORA_RANK), dtype=UNET_DTYPE)
     save_file(tensors, str(path), metadata={"format": "pt", "lcm_multistep_tiny_lora_seed": str(seed)})
+    return path
+
+
+def make_tiny_lora(path: str | Path, seed: int = 0, scale: float = 0.1) -> Path:
+    """Write a rank-4 LoRA for the tiny checkpoint, so a LoraLoader in a bundled workflow runs on it
+    as on a real LCM-LoRA. Random, like the model."""
+    return write_lora(path, lora_targets(), seed, scale)
+
+
+def make_tiny_clip_l(path: str | Path, seed: int = 0) -> Path:
+    """The tiny checkpoint's CLIP-L text encoder (the same tensors) as a text-encoder file that
+    CLIPLoader reads (keys without the checkpoint's prefix, plus the text_projection that
+    SD1.5 files lack, so nothing is left uninitialised)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = "cond_stage_model.transformer."
+    shapes = {**clip_shapes(), f"{prefix}text_projection.weight": (768, 768)}
+    tensors = {name[len(prefix):]: _init(name, shape, seed).to(CLIP_DTYPE) for name, shape in shapes.items()}
+    save_file(tensors, str(path), metadata={"format": "pt", "lcm_multistep_tiny_clip_l_seed": str(seed)})
     return path
 
 

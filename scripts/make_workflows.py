@@ -124,10 +124,11 @@ def lcm_nodes(model: Link, config_pos: Tuple[int, int], tcd_gamma: Optional[floa
     ]
 
 
-def decode_and_save(node_id: int, samples: Link, vae: Link, y: int, prefix: str) -> List[Node]:
+def decode_and_save(node_id: int, samples: Link, vae: Link, y: int, prefix: str, save: str = "SaveImage",
+                    save_widgets: Optional[Dict[str, Any]] = None) -> List[Node]:
     return [
         Node(node_id, "VAEDecode", (1380, y), (210, 50), links={"samples": samples, "vae": vae}),
-        Node(node_id + 1, "SaveImage", (1620, y), (420, 480), widgets={"filename_prefix": prefix},
+        Node(node_id + 1, save, (1620, y), (420, 480), widgets={"filename_prefix": prefix, **(save_widgets or {})},
              links={"images": (node_id, 0)}),
     ]
 
@@ -170,6 +171,51 @@ FULL_UNET_NOTE = (
     "VAE are used here.\n"
     "Keep cfg at 1: the guidance (guidance_scale 8.5) is inside the UNet."
 )
+
+# Wan 2.1 T2V 1.3B as ComfyUI's own Wan template loads it (the Comfy-Org repackaged file names), with a
+# step-distill LoRA. The file names are examples: users pick theirs in the loaders.
+WAN_UNET = "wan2.1_t2v_1.3B_fp16.safetensors"
+WAN_TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"
+WAN_LORA = "wan2.1_t2v_1.3B_step_distill_lora.safetensors"
+WAN_SHIFT = 8.0  # comfy/supported_models.py WAN21_T2V sampling_settings: the shift a Wan 2.1 model loads with
+WAN_PROMPT = "a red fox trotting through fresh snow in a pine forest, soft morning light, tracking camera"
+# SaveAnimatedWEBP as ComfyUI's Wan examples set it: 16 fps (Wan 2.1's frame rate), lossy at quality 90.
+WAN_SAVE: Dict[str, Any] = {"save": "SaveAnimatedWEBP",
+                            "save_widgets": {"fps": 16.0, "lossless": False, "quality": 90, "method": "default"}}
+
+FLOW_WAN_NOTE = (
+    "Wan 2.1 text-to-video 1.3B with a few-step distillation LoRA: 4 steps at cfg 1.0, sampled as diffusers' "
+    "FlowMatchLCMScheduler (KSampler sampler and scheduler lcm_diffusers). Four files; the names are examples "
+    "(as Comfy-Org's repackaged Wan 2.1 files are named): pick yours in each loader.\n"
+    f"- models/diffusion_models/{WAN_UNET}: the Wan 2.1 T2V 1.3B diffusion model.\n"
+    f"- models/text_encoders/{WAN_TEXT_ENCODER}: the umt5-xxl text encoder (Load CLIP, type wan).\n"
+    f"- models/vae/{WAN_VAE}: the Wan 2.1 VAE.\n"
+    f"- models/loras/{WAN_LORA}: a step-distill LoRA made for Wan 2.1 T2V 1.3B (lightx2v or CausVid style); "
+    "the file name is your choice. A 14B LoRA does not fit the 1.3B model.\n"
+    f"shift {WAN_SHIFT}: ComfyUI's own Wan 2.1 default (the shift the model loads with, also set by ComfyUI's Wan "
+    "template); set the value your LoRA's card gives. Both rows sample at the shift the model carries: at 8.0 the "
+    "4 steps start at sigmas 1, 0.9418, 0.8038, 0.0602, as diffusers' WanPipeline with FlowMatchLCMScheduler.\n"
+    "Lower row: the same run as SamplerCustom + FlowMatch LCM Timesteps + LCM Sampler (same seed, same video), "
+    "for custom sigmas or an img2img strength; LCM Sampler wants a config, and the flow step uses none of its "
+    "fields. The LoRA authors' own timesteps (lightx2v, CausVid, rCM): the LCM / TCD Preset node (docs/presets.md)."
+)
+
+
+def wan_loaders() -> List[Node]:
+    """Wan 2.1's diffusion model, its LoRA and shift (MODEL: node 3), text encoder (node 4) and VAE (node 5)."""
+    return [
+        Node(1, "UNETLoader", (40, 60), (370, 90), "Load Diffusion Model (Wan 2.1 T2V 1.3B)",
+             {"unet_name": WAN_UNET}),
+        Node(2, "LoraLoaderModelOnly", (40, 190), (370, 90), "Step-distill LoRA", {"lora_name": WAN_LORA},
+             {"model": (1, 0)}),
+        Node(3, "ModelSamplingSD3", (40, 320), (370, 60), f"ModelSamplingSD3 (shift {WAN_SHIFT})",
+             {"shift": WAN_SHIFT}, {"model": (2, 0)}),
+        Node(4, "CLIPLoader", (40, 420), (370, 110), "Load CLIP (umt5-xxl, type wan)",
+             {"clip_name": WAN_TEXT_ENCODER, "type": "wan"}),
+        Node(5, "VAELoader", (40, 570), (370, 60), widgets={"vae_name": WAN_VAE}),
+    ]
+
 
 WORKFLOWS = (
     Workflow(
@@ -230,6 +276,35 @@ WORKFLOWS = (
         ],
         notes=[Note(16, (40, -180), (780, 150), KSAMPLER_NOTE)],
         groups=[Group("the plain KSampler: 4 LCM steps as diffusers runs them", (880, -20, 1180, 580))],
+    ),
+    Workflow(
+        "flow_lcm_wan_t2v", 5,
+        nodes=[
+            *wan_loaders(),
+            Node(6, "CLIPTextEncode", (460, 60), (400, 160), "Positive prompt", {"text": WAN_PROMPT},
+                 {"clip": (4, 0)}),
+            Node(7, "CLIPTextEncode", (460, 260), (400, 140), "Negative prompt (ignored at cfg 1.0)",
+                 {"text": NEGATIVE}, {"clip": (4, 0)}),
+            Node(8, "EmptyHunyuanLatentVideo", (460, 450), (400, 160), "Empty latent video (832x480, 33 frames)",
+                 {"width": 832, "height": 480, "length": 33, "batch_size": 1}),
+            Node(9, "KSampler", (900, 60), (440, 480), "KSampler (lcm_diffusers: FlowMatchLCMScheduler)",
+                 {"seed": 42, "steps": 4, "cfg": 1.0, "sampler_name": "lcm_diffusers", "scheduler": "lcm_diffusers",
+                  "denoise": 1.0},
+                 {"model": (3, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (8, 0)}),
+            *decode_and_save(10, samples=(9, 0), vae=(5, 0), y=60, prefix="flow_lcm_wan", **WAN_SAVE),
+            Node(18, "LCMSchedulerConfig", (40, 700), (370, 560), "LCM Scheduler Config (defaults)"),
+            Node(12, "LCMSampler", (460, 690), (400, 60), links={"config": (18, 0)}),
+            Node(13, "FlowMatchLCMTimesteps", (460, 830), (400, 260), "FlowMatch LCM Timesteps (4 steps)",
+                 {"steps": 4, "strength": 1.0}, {"model": (3, 0)}),
+            Node(14, "SamplerCustom", (900, 660), (440, 440), "SamplerCustom (the same 4 steps)",
+                 {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
+                 {"model": (3, 0), "positive": (6, 0), "negative": (7, 0), "sampler": (12, 0), "sigmas": (13, 0),
+                  "latent_image": (8, 0)}),
+            *decode_and_save(15, samples=(14, 0), vae=(5, 0), y=660, prefix="flow_lcm_wan_custom", **WAN_SAVE),
+        ],
+        notes=[Note(17, (40, -270), (780, 230), FLOW_WAN_NOTE)],
+        groups=[Group("Wan 2.1 T2V: 4 flow LCM steps in the plain KSampler", (880, -20, 1180, 580)),
+                Group("the same with SamplerCustom + FlowMatch LCM Timesteps", (880, 580, 1180, 580))],
     ),
 )
 

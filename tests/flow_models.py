@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any
 
 import diffusers
@@ -197,6 +198,33 @@ def flux_pair(seed: int = 0) -> FlowPair:
 
 
 PAIRS = {"sd3": sd3_pair, "flux": flux_pair, "wan": wan_pair}
+
+
+# ComfyUI reads a Wan 2.1 VAE's width from decoder.head.0.gamma (96 in the real one): 8 makes it tiny.
+WAN_VAE_DIM = 8
+
+
+def write_tiny_wan_files(models: Path, unet: str, vae: str, lora: str, seed: int = 0) -> None:
+    """A tiny Wan 2.1 T2V setup in a server's models folder, under the file names a workflow's loaders give:
+    the transformer of `wan_pair` (ComfyUI keys: UNETLoader detects WAN21) in diffusion_models, a Wan 2.1
+    VAE of width WAN_VAE_DIM in vae, and a random kohya-layout LoRA on every 2-D transformer weight in loras.
+    No text encoder: CLIPLoader builds umt5-xxl at full size (5.7B parameters) whatever the file holds."""
+    from safetensors.torch import save_file
+
+    folders = {name: models / name for name in ("diffusion_models", "vae", "loras")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    weights = wan_pair(seed).model.model.diffusion_model.state_dict()  # imports ComfyUI (CPU) as well
+    save_file({key: value.contiguous() for key, value in weights.items()}, str(folders["diffusion_models"] / unet))
+    wan_vae = importlib.import_module("comfy.ldm.wan.vae").WanVAE(
+        dim=WAN_VAE_DIM, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+        temperal_downsample=[False, True, True])
+    comfy_host.seeded_init_(wan_vae, seed)
+    save_file({key: value.contiguous() for key, value in wan_vae.state_dict().items()}, str(folders["vae"] / vae))
+    # kohya names, as ComfyUI maps them to a model's "diffusion_model.*" weights.
+    targets = {"lora_unet_" + key[: -len(".weight")].replace(".", "_"): tuple(value.shape)
+               for key, value in weights.items() if key.endswith(".weight") and value.ndim == 2}
+    comfy_host.load_script("make_tiny_checkpoint").write_lora(folders["loras"] / lora, targets, seed)
 
 
 # --------------------------------------------------------------------------- prompts

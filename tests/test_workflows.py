@@ -8,7 +8,9 @@ demo and these tests post (a subfolder, so the browser does not list them as bro
 templates). lcm_txt2img_then_img2img: an LCM model or LCM-LoRA, txt2img then img2img
 at strength 0.5; lcm_full_unet_txt2img: a full LCM UNet through LCMUNetLoader;
 tcd_txt2img: TCD-LoRA through a LoraLoader, TCDSampler at gamma 0.3, with a Note naming the
-files (notes exist only in the frontend: not in /object_info, not in API format).
+files (notes exist only in the frontend: not in /object_info, not in API format);
+flow_lcm_wan_t2v: Wan 2.1 T2V with a step-distill LoRA, the KSampler's lcm_diffusers on a flow
+model and the same run through SamplerCustom + FlowMatchLCMTimesteps + LCMSampler.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ NAME = "lcm_txt2img_then_img2img"
 FULL_UNET_NAME = "lcm_full_unet_txt2img"
 TCD_NAME = "tcd_txt2img"
 KSAMPLER_NAME = "ksampler_lcm_lora"
-WORKFLOWS = (NAME, FULL_UNET_NAME, TCD_NAME, KSAMPLER_NAME)
+FLOW_NAME = "flow_lcm_wan_t2v"
+WORKFLOWS = (NAME, FULL_UNET_NAME, TCD_NAME, KSAMPLER_NAME, FLOW_NAME)
 UI_PATH = EXAMPLE_WORKFLOWS / f"{NAME}.json"
 API_PATH = EXAMPLE_WORKFLOWS / "api" / f"{NAME}.api.json"
 PACK_NODES = ("LCMSchedulerConfig", "LCMTimesteps", "LCMSampler")
@@ -206,7 +209,8 @@ def test_bundled_workflow_notes_name_every_file_it_loads() -> None:
         ui = load(ui_path(name))
         notes = " ".join(node["widgets_values"][0] for node in ui["nodes"] if node["type"] == "Note")
         folders = {"ckpt_name": "models/checkpoints", "lora_name": "models/loras",
-                   "unet_name": "models/diffusion_models"}
+                   "unet_name": "models/diffusion_models", "clip_name": "models/text_encoders",
+                   "vae_name": "models/vae"}
         for node in load(api_path(name)).values():
             for widget, folder in folders.items():
                 if widget in node["inputs"]:
@@ -352,6 +356,52 @@ def test_tcd_workflow_runs_with_a_lora_to_an_image(comfy_server: ComfyServer, ti
             pixels.append(img.tobytes())
     assert pixels[0] != pixels[1]
     assert "lora key not loaded" not in comfy_server.log_text()
+
+
+def test_flow_wan_workflow_runs_both_rows_to_the_same_video(comfy_server: ComfyServer) -> None:
+    """The Wan 2.1 graph on a tiny random Wan 2.1 (transformer, VAE and LoRA under the file names the graph
+    gives; tests/flow_models.py), 5 frames of 64x64. One change: umt5-xxl has no tiny form (CLIPLoader
+    builds it at full size, 5.7B parameters, whatever the file holds), so Load CLIP reads a tiny CLIP-L as
+    type sd3, whose conditioning ComfyUI pads to umt5's width, 4096. The KSampler row and the SamplerCustom
+    row give the same frames, and the LoRA reaches the model (strength 0 changes them)."""
+    from PIL import Image, ImageSequence
+
+    import flow_models
+
+    graph = load(api_path(FLOW_NAME))
+    inputs: dict[str, list[dict[str, Any]]] = {}
+    for node in graph.values():
+        inputs.setdefault(node["class_type"], []).append(node["inputs"])
+    (unet,), (clip,), (vae,), (lora,), (ksampler,) = (inputs[kind] for kind in (
+        "UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly", "KSampler"))
+    assert (ksampler["sampler_name"], ksampler["scheduler"], ksampler["steps"], ksampler["cfg"]) == (
+        "lcm_diffusers", "lcm_diffusers", 4, 1.0)
+    assert clip["type"] == "wan"
+    models = comfy_server.base_dir / "models"
+    flow_models.write_tiny_wan_files(models, unet["unet_name"], vae["vae_name"], lora["lora_name"])
+    load_script("make_tiny_checkpoint").make_tiny_clip_l(models / "text_encoders" / "tiny-clip-l.safetensors")
+    clip.update(clip_name="tiny-clip-l.safetensors", type="sd3")
+    for latent in inputs["EmptyHunyuanLatentVideo"]:
+        latent.update(width=64, height=64, length=5)
+
+    def videos() -> dict[str, list[bytes]]:
+        """{file name prefix: the frames} of the run's animated WEBPs."""
+        out = {}
+        for path in comfy_server.output_files(comfy_server.run(graph, timeout=180)):
+            with Image.open(path) as video:
+                frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(video)]
+            assert [frame.size for frame in frames] == [(64, 64)] * 5, path.name
+            lo, hi = frames[0].convert("L").getextrema()
+            assert hi > lo, f"{path.name} starts with a constant frame"
+            out[path.name.split("_000")[0]] = [frame.tobytes() for frame in frames]
+        return out
+
+    with_lora = videos()
+    assert sorted(with_lora) == ["flow_lcm_wan", "flow_lcm_wan_custom"]
+    assert with_lora["flow_lcm_wan"] == with_lora["flow_lcm_wan_custom"]
+    assert "lora key not loaded" not in comfy_server.log_text()
+    lora["strength_model"] = 0.0
+    assert videos()["flow_lcm_wan"] != with_lora["flow_lcm_wan"]
 
 
 def test_demo_sets_or_removes_the_lora(object_info: dict[str, Any]) -> None:
