@@ -40,6 +40,7 @@ class SchedulerConfig(Mapping):
     """
 
     _SCHEDULERS: ClassVar[str] = ""
+    _CLASS_NAME: ClassVar[str] = ""  # the diffusers class a scheduler_config.json names by default
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -63,9 +64,9 @@ class SchedulerConfig(Mapping):
         """A validated copy with some fields changed (the original is untouched)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
-    def to_dict(self, class_name: str) -> dict:
+    def to_dict(self, class_name: Optional[str] = None) -> dict:
         """A plain dict in the layout of diffusers' ``scheduler_config.json`` of ``class_name``."""
-        return {"_class_name": class_name, **{name: self[name] for name in self.field_names()}}
+        return {"_class_name": class_name or self._CLASS_NAME, **{name: self[name] for name in self.field_names()}}
 
     @classmethod
     def from_dict(cls: Type[_C], values: Mapping[str, Any], **overrides: Any) -> _C:
@@ -105,10 +106,10 @@ class SchedulerConfig(Mapping):
         with open(path, encoding="utf-8") as handle:
             return cls.from_json(handle.read())
 
-    def to_json(self, class_name: str) -> str:
+    def to_json(self, class_name: Optional[str] = None) -> str:
         return json.dumps(self.to_dict(class_name), indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, path: "str | os.PathLike[str]", class_name: str) -> str:
+    def to_json_file(self, path: "str | os.PathLike[str]", class_name: Optional[str] = None) -> str:
         """Write ``scheduler_config.json`` (into ``path`` when it is a folder); returns the file path."""
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
@@ -125,6 +126,7 @@ class LCMConfig(SchedulerConfig):
     """Diffusers' ``LCMScheduler`` (and ``TCDScheduler``) configuration, frozen and validated."""
 
     _SCHEDULERS: ClassVar[str] = "LCMScheduler and TCDScheduler"
+    _CLASS_NAME: ClassVar[str] = "LCMScheduler"
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
@@ -153,15 +155,6 @@ class LCMConfig(SchedulerConfig):
             texts=("beta_schedule", "prediction_type", "timestep_spacing")))
         _check_number_list(self, "trained_betas", "a list of numbers, one per training timestep, or null")
         _validate(self)
-
-    def to_dict(self, class_name: str = "LCMScheduler") -> dict:
-        return super().to_dict(class_name)
-
-    def to_json(self, class_name: str = "LCMScheduler") -> str:
-        return super().to_json(class_name)
-
-    def to_json_file(self, path: "str | os.PathLike[str]", class_name: str = "LCMScheduler") -> str:
-        return super().to_json_file(path, class_name)
 
 
 def _as_list(values: Any) -> list:

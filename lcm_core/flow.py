@@ -44,6 +44,7 @@ class FlowMatchConfig(SchedulerConfig):
     """
 
     _SCHEDULERS: ClassVar[str] = "FlowMatchLCMScheduler"
+    _CLASS_NAME: ClassVar[str] = "FlowMatchLCMScheduler"
 
     num_train_timesteps: int = 1000
     shift: float = 1.0
@@ -72,15 +73,6 @@ class FlowMatchConfig(SchedulerConfig):
             _check_types(self, FieldKinds(numbers=("shift_terminal",)))
         _check_number_list(self, "scale_factors", "a list of numbers, one per step but the last, or null")
         _validate_flow(self)
-
-    def to_dict(self, class_name: str = "FlowMatchLCMScheduler") -> dict:
-        return super().to_dict(class_name)
-
-    def to_json(self, class_name: str = "FlowMatchLCMScheduler") -> str:
-        return super().to_json(class_name)
-
-    def to_json_file(self, path: str, class_name: str = "FlowMatchLCMScheduler") -> str:
-        return super().to_json_file(path, class_name)
 
 
 def _validate_flow(config: FlowMatchConfig) -> None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..lcm_core import FlowMatchConfig
 from . import flow, host
+from .timesteps_node import list_items
 
 
 def parse_sigma_list(text: str) -> Optional[List[float]]:
     """'1.0, 0.75, 0.5, 0.25' (commas, spaces or new lines) -> [1.0, 0.75, 0.5, 0.25]; blank -> None."""
-    items = [item for item in re.split(r"[\s,;]+", text.strip().strip("[]")) if item]
+    items = list_items(text)
     if not items:
         return None
     try:

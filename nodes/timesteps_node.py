@@ -25,9 +25,14 @@ _STRENGTH_MODES = [mode.value for mode in StrengthMode]
 SCHEDULERS = {"lcm": lcm_timesteps, "tcd": tcd_timesteps}
 
 
+def list_items(text: str) -> List[str]:
+    """The items of a typed list: '[999, 759 499]' (commas, semicolons, spaces or new lines, brackets optional)."""
+    return [item for item in re.split(r"[\s,;]+", text.strip().strip("[]")) if item]
+
+
 def parse_timestep_list(text: str) -> Optional[List[int]]:
     """'999, 759, 499, 259' (commas, spaces or new lines) -> [999, 759, 499, 259]; blank -> None."""
-    items = [item for item in re.split(r"[\s,;]+", text.strip().strip("[]")) if item]
+    items = list_items(text)
     if not items:
         return None
     try:
