@@ -93,8 +93,9 @@ demo:
 	LCM_DEMO_VIA_MAKE=1 "$$VENV/bin/python" scripts/demo.py $(DEMO_ARGS)
 
 run:
+	# Checked by make, not by the shell: CMD may hold quotes of its own.
+	$(if $(strip $(CMD)),,echo 'usage: make run CMD="python scripts/demo.py --help"' >&2; exit 2)
 	$(LOAD_ENV)
-	if [ -z '$(strip $(CMD))' ]; then echo 'usage: make run CMD="python scripts/demo.py --help"' >&2; exit 2; fi
 	export PATH="$$VENV/bin:$$PATH"
 	$(CMD)
 

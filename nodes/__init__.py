@@ -28,7 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LCMGuidanceEmbedding": "LCM Guidance Embedding (set w)",
     "TCDSampler": "TCD Sampler (gamma)",
     "LCMPreset": "LCM / TCD Preset (model family)",
-    "FlowMatchLCMTimesteps": "FlowMatch LCM Timesteps (SD3, Flux, Wan)",
+    "FlowMatchLCMTimesteps": "FlowMatch LCM Timesteps",
 }
 
 # The exact samplers and the LCM timesteps in the plain KSampler's lists (a no-op outside ComfyUI).
