@@ -359,7 +359,7 @@ WORKFLOWS = (
             *wan_prompts(5, clip=(3, 0)),
             Node(7, "EmptyHunyuanLatentVideo", (460, 450), (400, 160), "Empty latent video (832x480, 81 frames)",
                  {"width": 832, "height": 480, "length": 81, "batch_size": 1}),
-            Node(8, "LCMPreset", (460, 660), (400, 200), "LCM / TCD Preset (lightx2v Wan2.1, LCM step)",
+            Node(8, "LCMPreset", (460, 690), (400, 200), "LCM / TCD Preset (lightx2v Wan2.1, LCM step)",
                  {"preset": LIGHTX2V_PRESET, "steps": 0, "strength": 1.0}, {"model": (2, 0)}),
             Node(9, "SamplerCustom", (900, 60), (440, 440), "SamplerCustom (the preset's sampler and sigmas)",
                  {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
@@ -367,7 +367,7 @@ WORKFLOWS = (
                   "latent_image": (7, 0)}),
             *decode_and_save(10, samples=(9, 0), vae=(4, 0), y=60, prefix="flow_lightx2v_wan", **WAN_SAVE),
         ],
-        notes=[Note(12, (40, -350), (780, 310), LIGHTX2V_NOTE)],
+        notes=[Note(12, (40, -250), (780, 210), LIGHTX2V_NOTE)],
         groups=[Group("Wan 2.1 T2V 14B + lightx2v LoRA: the authors' 4 steps", (880, -20, 1180, 580))],
     ),
 )
