@@ -211,10 +211,55 @@ def wan_loaders() -> List[Node]:
              {"model": (1, 0)}),
         Node(3, "ModelSamplingSD3", (40, 320), (370, 60), f"ModelSamplingSD3 (shift {WAN_SHIFT})",
              {"shift": WAN_SHIFT}, {"model": (2, 0)}),
-        Node(4, "CLIPLoader", (40, 420), (370, 110), "Load CLIP (umt5-xxl, type wan)",
-             {"clip_name": WAN_TEXT_ENCODER, "type": "wan"}),
-        Node(5, "VAELoader", (40, 570), (370, 60), widgets={"vae_name": WAN_VAE}),
+        *wan_text_encoder_and_vae(4, y=420),
     ]
+
+
+def wan_text_encoder_and_vae(clip_id: int, y: int) -> List[Node]:
+    """umt5-xxl (node clip_id) and the Wan 2.1 VAE (clip_id + 1) in the first column, from height y."""
+    return [
+        Node(clip_id, "CLIPLoader", (40, y), (370, 110), "Load CLIP (umt5-xxl, type wan)",
+             {"clip_name": WAN_TEXT_ENCODER, "type": "wan"}),
+        Node(clip_id + 1, "VAELoader", (40, y + 150), (370, 60), widgets={"vae_name": WAN_VAE}),
+    ]
+
+
+def wan_prompts(first_id: int, clip: Link) -> List[Node]:
+    """The positive and negative CLIPTextEncode (nodes first_id, first_id + 1) of the Wan graphs."""
+    return [
+        Node(first_id, "CLIPTextEncode", (460, 60), (400, 160), "Positive prompt", {"text": WAN_PROMPT},
+             {"clip": clip}),
+        Node(first_id + 1, "CLIPTextEncode", (460, 260), (400, 140), "Negative prompt (ignored at cfg 1.0)",
+             {"text": NEGATIVE}, {"clip": clip}),
+    ]
+
+
+# Wan 2.1 T2V 14B with lightx2v's StepDistill-CfgDistill LoRA, sampled by the LCMPreset of that name. The
+# LoRA's name and strength are those LightX2V's own config loads (configs/distill/wan_t2v_distill_4step_cfg_lora.json
+# at the preset's source commit 2df6272, which also sets 832x480 and 81 frames); the model's are Comfy-Org's.
+WAN14B_UNET = "wan2.1_t2v_14B_fp16.safetensors"
+WAN14B_UNET_FP8 = "wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
+LIGHTX2V_LORA = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors"
+LIGHTX2V_PRESET = "lightx2v Wan2.1 StepDistill-CfgDistill 4-step (LCM)"
+
+LIGHTX2V_NOTE = (
+    "Wan 2.1 text-to-video 14B with lightx2v's StepDistill-CfgDistill LoRA, sampled as its authors sampled it: "
+    f"LCM / TCD Preset '{LIGHTX2V_PRESET}' gives SamplerCustom the flow LCM step and the sigmas 1, 0.9375, "
+    "0.8333, 0.625, 0, at cfg 1.0 (no CFG pass: the LoRA is CFG-distilled). Four files; pick yours in each loader.\n"
+    f"- models/diffusion_models/{WAN14B_UNET}: the Wan 2.1 T2V 14B diffusion model (Comfy-Org's name; "
+    f"{WAN14B_UNET_FP8} works too). The LoRA is made for the 14B model: the 1.3B one does not take it.\n"
+    f"- models/loras/{LIGHTX2V_LORA}: the LoRA under the name lightx2v publishes it (LightX2V's "
+    "configs/distill/wan_t2v_distill_4step_cfg_lora.json loads it at strength 1.0).\n"
+    f"- models/text_encoders/{WAN_TEXT_ENCODER}: the umt5-xxl text encoder (Load CLIP, type wan).\n"
+    f"- models/vae/{WAN_VAE}: the Wan 2.1 VAE.\n"
+    "Source: github.com/ModelTC/LightX2V@2df627236d5cc4449e7defa6a3cc0caef3e2212a "
+    "lightx2v/models/schedulers/wan/step_distill/scheduler.py (the preset's about output quotes it).\n"
+    "Why not KSampler lcm_diffusers: at the shift Wan loads with (8) its 4 steps are sigmas 1, 0.9418, 0.8038, "
+    "0.0602 (diffusers' FlowMatchLCMScheduler). The authors distilled on timesteps 1000, 750, 500, 250 shifted by "
+    "5 (denoising_step_list, sample_shift 5), i.e. the preset's sigmas, fixed: no ModelSamplingSD3 shift changes "
+    "them. With the model connected, the preset refuses a model ComfyUI does not run as Wan 2.1 (WAN21). "
+    "832x480, 81 frames: LightX2V's config."
+)
 
 
 WORKFLOWS = (
@@ -281,10 +326,7 @@ WORKFLOWS = (
         "flow_lcm_wan_t2v", 5,
         nodes=[
             *wan_loaders(),
-            Node(6, "CLIPTextEncode", (460, 60), (400, 160), "Positive prompt", {"text": WAN_PROMPT},
-                 {"clip": (4, 0)}),
-            Node(7, "CLIPTextEncode", (460, 260), (400, 140), "Negative prompt (ignored at cfg 1.0)",
-                 {"text": NEGATIVE}, {"clip": (4, 0)}),
+            *wan_prompts(6, clip=(4, 0)),
             Node(8, "EmptyHunyuanLatentVideo", (460, 450), (400, 160), "Empty latent video (832x480, 33 frames)",
                  {"width": 832, "height": 480, "length": 33, "batch_size": 1}),
             Node(9, "KSampler", (900, 60), (440, 480), "KSampler (lcm_diffusers: FlowMatchLCMScheduler)",
@@ -305,6 +347,28 @@ WORKFLOWS = (
         notes=[Note(17, (40, -270), (780, 230), FLOW_WAN_NOTE)],
         groups=[Group("Wan 2.1 T2V: 4 flow LCM steps in the plain KSampler", (880, -20, 1180, 580)),
                 Group("the same with SamplerCustom + FlowMatch LCM Timesteps", (880, 580, 1180, 580))],
+    ),
+    Workflow(
+        "flow_lightx2v_wan_preset", 6,
+        nodes=[
+            Node(1, "UNETLoader", (40, 60), (370, 90), "Load Diffusion Model (Wan 2.1 T2V 14B)",
+                 {"unet_name": WAN14B_UNET}),
+            Node(2, "LoraLoaderModelOnly", (40, 190), (370, 90), "lightx2v StepDistill-CfgDistill LoRA (14B)",
+                 {"lora_name": LIGHTX2V_LORA, "strength_model": 1.0}, {"model": (1, 0)}),
+            *wan_text_encoder_and_vae(3, y=320),
+            *wan_prompts(5, clip=(3, 0)),
+            Node(7, "EmptyHunyuanLatentVideo", (460, 450), (400, 160), "Empty latent video (832x480, 81 frames)",
+                 {"width": 832, "height": 480, "length": 81, "batch_size": 1}),
+            Node(8, "LCMPreset", (460, 690), (400, 200), "LCM / TCD Preset (lightx2v Wan2.1, LCM step)",
+                 {"preset": LIGHTX2V_PRESET, "steps": 0, "strength": 1.0}, {"model": (2, 0)}),
+            Node(9, "SamplerCustom", (900, 60), (440, 440), "SamplerCustom (the preset's sampler and sigmas)",
+                 {"add_noise": True, "noise_seed": 42, "cfg": 1.0},
+                 {"model": (2, 0), "positive": (5, 0), "negative": (6, 0), "sampler": (8, 0), "sigmas": (8, 1),
+                  "latent_image": (7, 0)}),
+            *decode_and_save(10, samples=(9, 0), vae=(4, 0), y=60, prefix="flow_lightx2v_wan", **WAN_SAVE),
+        ],
+        notes=[Note(12, (40, -250), (780, 210), LIGHTX2V_NOTE)],
+        groups=[Group("Wan 2.1 T2V 14B + lightx2v LoRA: the authors' 4 steps", (880, -20, 1180, 580))],
     ),
 )
 

@@ -10,7 +10,9 @@ at strength 0.5; lcm_full_unet_txt2img: a full LCM UNet through LCMUNetLoader;
 tcd_txt2img: TCD-LoRA through a LoraLoader, TCDSampler at gamma 0.3, with a Note naming the
 files (notes exist only in the frontend: not in /object_info, not in API format);
 flow_lcm_wan_t2v: Wan 2.1 T2V with a step-distill LoRA, the KSampler's lcm_diffusers on a flow
-model and the same run through SamplerCustom + FlowMatchLCMTimesteps + LCMSampler.
+model and the same run through SamplerCustom + FlowMatchLCMTimesteps + LCMSampler;
+flow_lightx2v_wan_preset: Wan 2.1 T2V 14B with lightx2v's LoRA, SamplerCustom with LCMPreset's sampler and
+sigmas.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ FULL_UNET_NAME = "lcm_full_unet_txt2img"
 TCD_NAME = "tcd_txt2img"
 KSAMPLER_NAME = "ksampler_lcm_lora"
 FLOW_NAME = "flow_lcm_wan_t2v"
-WORKFLOWS = (NAME, FULL_UNET_NAME, TCD_NAME, KSAMPLER_NAME, FLOW_NAME)
+LIGHTX2V_NAME = "flow_lightx2v_wan_preset"
+WORKFLOWS = (NAME, FULL_UNET_NAME, TCD_NAME, KSAMPLER_NAME, FLOW_NAME, LIGHTX2V_NAME)
 UI_PATH = EXAMPLE_WORKFLOWS / f"{NAME}.json"
 API_PATH = EXAMPLE_WORKFLOWS / "api" / f"{NAME}.api.json"
 PACK_NODES = ("LCMSchedulerConfig", "LCMTimesteps", "LCMSampler")
@@ -358,50 +361,86 @@ def test_tcd_workflow_runs_with_a_lora_to_an_image(comfy_server: ComfyServer, ti
     assert "lora key not loaded" not in comfy_server.log_text()
 
 
-def test_flow_wan_workflow_runs_both_rows_to_the_same_video(comfy_server: ComfyServer) -> None:
-    """The Wan 2.1 graph on a tiny random Wan 2.1 (transformer, VAE and LoRA under the file names the graph
-    gives; tests/flow_models.py), 5 frames of 64x64. One change: umt5-xxl has no tiny form (CLIPLoader
-    builds it at full size, 5.7B parameters, whatever the file holds), so Load CLIP reads a tiny CLIP-L as
-    type sd3, whose conditioning ComfyUI pads to umt5's width, 4096. The KSampler row and the SamplerCustom
-    row give the same frames, and the LoRA reaches the model (strength 0 changes them)."""
-    from PIL import Image, ImageSequence
-
+def tiny_wan_graph(server: ComfyServer, name: str) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """A bundled Wan 2.1 graph on a tiny random Wan 2.1 (transformer, VAE and LoRA under the file names the
+    graph gives; tests/flow_models.py), 5 frames of 64x64; with its nodes' inputs by class. One change:
+    umt5-xxl has no tiny form (CLIPLoader builds it at full size, 5.7B parameters, whatever the file holds),
+    so Load CLIP reads a tiny CLIP-L as type sd3, whose conditioning ComfyUI pads to umt5's width, 4096."""
     import flow_models
 
-    graph = load(api_path(FLOW_NAME))
+    graph = load(api_path(name))
     inputs: dict[str, list[dict[str, Any]]] = {}
     for node in graph.values():
         inputs.setdefault(node["class_type"], []).append(node["inputs"])
-    (unet,), (clip,), (vae,), (lora,), (ksampler,) = (inputs[kind] for kind in (
-        "UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly", "KSampler"))
-    assert (ksampler["sampler_name"], ksampler["scheduler"], ksampler["steps"], ksampler["cfg"]) == (
-        "lcm_diffusers", "lcm_diffusers", 4, 1.0)
+    (unet,), (clip,), (vae,), (lora,) = (inputs[kind] for kind in (
+        "UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly"))
     assert clip["type"] == "wan"
-    models = comfy_server.base_dir / "models"
+    models = server.base_dir / "models"
     flow_models.write_tiny_wan_files(models, unet["unet_name"], vae["vae_name"], lora["lora_name"])
     load_script("make_tiny_checkpoint").make_tiny_clip_l(models / "text_encoders" / "tiny-clip-l.safetensors")
     clip.update(clip_name="tiny-clip-l.safetensors", type="sd3")
     for latent in inputs["EmptyHunyuanLatentVideo"]:
         latent.update(width=64, height=64, length=5)
+    return graph, inputs
 
-    def videos() -> dict[str, list[bytes]]:
-        """{file name prefix: the frames} of the run's animated WEBPs."""
-        out = {}
-        for path in comfy_server.output_files(comfy_server.run(graph, timeout=180)):
-            with Image.open(path) as video:
-                frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(video)]
-            assert [frame.size for frame in frames] == [(64, 64)] * 5, path.name
-            lo, hi = frames[0].convert("L").getextrema()
-            assert hi > lo, f"{path.name} starts with a constant frame"
-            out[path.name.split("_000")[0]] = [frame.tobytes() for frame in frames]
-        return out
 
-    with_lora = videos()
+def saved_videos(server: ComfyServer, entry: dict[str, Any]) -> dict[str, list[bytes]]:
+    """{file name prefix: the frames} of a run's animated WEBPs: 5 frames of 64x64, the first not constant."""
+    from PIL import Image, ImageSequence
+
+    out = {}
+    for path in server.output_files(entry):
+        with Image.open(path) as video:
+            frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(video)]
+        assert [frame.size for frame in frames] == [(64, 64)] * 5, path.name
+        lo, hi = frames[0].convert("L").getextrema()
+        assert hi > lo, f"{path.name} starts with a constant frame"
+        out[path.name.split("_000")[0]] = [frame.tobytes() for frame in frames]
+    return out
+
+
+def test_flow_wan_workflow_runs_both_rows_to_the_same_video(comfy_server: ComfyServer) -> None:
+    """The Wan 2.1 graph on the tiny Wan 2.1 (tiny_wan_graph). The KSampler row and the SamplerCustom
+    row give the same frames, and the LoRA reaches the model (strength 0 changes them)."""
+    graph, inputs = tiny_wan_graph(comfy_server, FLOW_NAME)
+    (ksampler,), (lora,) = inputs["KSampler"], inputs["LoraLoaderModelOnly"]
+    assert (ksampler["sampler_name"], ksampler["scheduler"], ksampler["steps"], ksampler["cfg"]) == (
+        "lcm_diffusers", "lcm_diffusers", 4, 1.0)
+    with_lora = saved_videos(comfy_server, comfy_server.run(graph, timeout=180))
     assert sorted(with_lora) == ["flow_lcm_wan", "flow_lcm_wan_custom"]
     assert with_lora["flow_lcm_wan"] == with_lora["flow_lcm_wan_custom"]
     assert "lora key not loaded" not in comfy_server.log_text()
     lora["strength_model"] = 0.0
-    assert videos()["flow_lcm_wan"] != with_lora["flow_lcm_wan"]
+    assert saved_videos(comfy_server, comfy_server.run(graph, timeout=180))["flow_lcm_wan"] != with_lora["flow_lcm_wan"]
+
+
+def test_lightx2v_preset_workflow_samples_the_authors_sigmas(comfy_server: ComfyServer, tiny_checkpoint: str) -> None:
+    """The lightx2v graph on the tiny Wan 2.1 (tiny_wan_graph): SamplerCustom takes the preset's sampler and
+    sigmas and the preset's cfg; Preview as Text nodes added to the graph read what the preset gave (LightX2V's
+    timesteps 1000, 750, 500, 250 shifted by 5, as sigmas), and the video is not constant. The preset's model
+    input is what makes a wrong family fail: on the tiny SD1.5 checkpoint the prompt is refused."""
+    from comfy_host import ComfyHostError
+
+    graph, inputs = tiny_wan_graph(comfy_server, LIGHTX2V_NAME)
+    (preset_id,) = [nid for nid, node in graph.items() if node["class_type"] == "LCMPreset"]
+    (sampler,) = inputs["SamplerCustom"]
+    assert graph[preset_id]["inputs"]["preset"] == "lightx2v Wan2.1 StepDistill-CfgDistill 4-step (LCM)"
+    assert (sampler["sampler"], sampler["sigmas"], sampler["cfg"]) == ([preset_id, 0], [preset_id, 1], 1.0)
+    assert sampler["model"] == graph[preset_id]["inputs"]["model"]
+    graph["90"] = {"class_type": "PreviewAny", "inputs": {"source": [preset_id, 1]}}
+    graph["91"] = {"class_type": "PreviewAny", "inputs": {"source": [preset_id, 3]}}
+    entry = comfy_server.run(graph, timeout=180)
+    (sigmas_text,) = entry["outputs"]["90"]["text"]
+    sigmas = [float(value) for value in re.findall(r"\d+\.\d+", sigmas_text.split("(", 1)[1])]
+    assert sigmas == pytest.approx([1.0, 0.9375, 0.833333, 0.625, 0.0], abs=1e-4), sigmas_text
+    assert entry["outputs"]["91"]["text"] == ["1.0"]  # the preset's cfg, the one SamplerCustom has
+    assert list(saved_videos(comfy_server, entry)) == ["flow_lightx2v_wan"]
+    assert "lora key not loaded" not in comfy_server.log_text()
+    graph["92"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_checkpoint}}
+    graph[preset_id]["inputs"]["model"] = ["92", 0]
+    with pytest.raises(ComfyHostError, match=r"LCMPreset preset='lightx2v Wan2\.1 StepDistill-CfgDistill 4-step "
+                                             r"\(LCM\)': made for WAN21 .*but the model is BaseModel"):
+        comfy_server.run(graph, timeout=120)
 
 
 def test_demo_sets_or_removes_the_lora(object_info: dict[str, Any]) -> None:
