@@ -58,7 +58,7 @@ def recipe_sigmas(preset: Preset, model: Any) -> torch.Tensor:
 
 def recipe_sampler(preset: Preset) -> Any:
     if preset.scheduler == FLOW_LCM:
-        return LCMSampler().get_sampler(None)[0]
+        return LCMSampler().get_sampler(LCMConfig())[0]  # a flow model uses none of its fields
     import comfy.samplers
 
     return comfy.samplers.sampler_object(preset.scheduler)
