@@ -103,7 +103,10 @@ def _validate_flow(config: FlowMatchConfig) -> None:
 
 
 def shifted_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
-    """The static shift s sigma / (1 + (s - 1) sigma) (SD3: Esser et al. 2024, section 5.3.2), in ``sigmas``' precision."""
+    """The static shift s sigma / (1 + (s - 1) sigma) (SD3: Esser et al. 2024, section 5.3.2).
+
+    In ``sigmas``' own precision, as the reference computes it.
+    """
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
