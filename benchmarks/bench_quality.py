@@ -35,7 +35,7 @@ The flow-matching pair (demo/train_flow_digits.py; model.FLOW_SHIFT 5 carried by
 
 Writes the rows as a JSON list (keys model, sampler, scheduler, steps, gamma, fd_mean, fd_std,
 seeds, samples_per_seed, plus model_sampling, cfg and wall_s) and prints a table. The full run
-(about 9 minutes on 2 CPU cores) writes benchmarks/results/quality.json; `--quick` (under a
+(about 21 minutes on 2 shared CPU cores) writes benchmarks/results/quality.json; `--quick` (under a
 minute) recomputes only the pack's, diffusers' and ComfyUI's lcm rows at 1 and 4 steps and the
 flow student's two rows on its training timesteps with 500 samples x 2 seeds, and writes nothing
 unless --out is given.

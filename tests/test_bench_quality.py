@@ -40,7 +40,8 @@ def test_quick_run_measures_the_pack_and_comfyui_lcm_rows(bench: Any, tmp_path: 
     assert {(row["sampler"], row["scheduler"], row["model_sampling"]) for row in rows if row["sampler"] == "lcm"} == {
         ("lcm", scheduler, patch) for scheduler in bench.BUILTIN_SCHEDULERS for patch in ("lcm", "eps")}
     for steps in (1, 4):
-        pack, reference = (next(r for r in rows if r["sampler"] == name and r["steps"] == steps)
+        pack, reference = (next(r for r in rows if r["sampler"] == name and r["steps"] == steps
+                                and r["model"] == "lcm_student")
                            for name in ("LCMSampler", "diffusers LCMScheduler"))
         assert abs(pack["fd_mean"] - reference["fd_mean"]) <= bench.PARITY_TOLERANCE, (pack, reference)
     # The flow student on its training timesteps, LCM-style (the pack) and with ComfyUI's euler.
