@@ -38,10 +38,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -128,14 +126,9 @@ def train_teacher(model_mod: Any, latents: torch.Tensor, labels: torch.Tensor, t
         noise = torch.randn(x0.shape, generator=gen)
         v = unet(flow_mix(x0, noise, sigma), sigma * 1000.0, context=model_mod.context_for(rows, table))
         loss = torch.nn.functional.mse_loss(v, noise - x0)
-        for group in optimizer.param_groups:
-            group["lr"] = shared.lr_at(i, progress, settings.teacher_lr, warmup=100)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
+        value = shared.optimise_(optimizer, loss, shared.lr_at(i, progress, settings.teacher_lr, warmup=100))
         shared.ema_update_(ema, unet, min(0.995, (1 + i) / (10 + i)))
-        return loss.item()
+        return value
 
     report = shared.run_phase("teacher", settings.teacher, step)
     base.diffusion_model = ema
@@ -195,13 +188,7 @@ def distill_student(model_mod: Any, teacher: Any, table: torch.Tensor, data: Dic
         v = student(x, sigma * 1000.0, context=model_mod.context_for(rows[idx], table))
         x0_hat = x - sigma.view(-1, 1, 1, 1) * v  # CONST's denoised output
         loss = torch.nn.functional.mse_loss(x0_hat, ends[idx])
-        for group in optimizer.param_groups:
-            group["lr"] = shared.lr_at(i, progress, settings.student_lr, warmup=50)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        return loss.item()
+        return shared.optimise_(optimizer, loss, shared.lr_at(i, progress, settings.student_lr, warmup=50))
 
     report = shared.run_phase("student", settings.student, step)
     student.eval().requires_grad_(False)
@@ -268,30 +255,19 @@ def evaluate(model_mod: Any, teacher: torch.nn.Module, student: torch.nn.Module,
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=HERE / "lcm_digits" / "models", help="folder for the weights")
-    p.add_argument("--comfyui", default=None, help="ComfyUI tree (default $LCM_COMFYUI)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a smoke run of a few seconds per phase")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p = shared.common_arguments(__doc__.splitlines()[0], teacher_seconds=600.0)
     p.add_argument("--reuse-teacher", action="store_true",
                    help="skip (a): take the flow teacher already in --out (distillation experiments)")
-    p.add_argument("--batch", type=int, default=128, help="teacher batch")
     p.add_argument("--student-batch", type=int, default=128)
-    p.add_argument("--teacher-seconds", type=float, default=540.0)
-    p.add_argument("--teacher-steps", type=int, default=6000)
     p.add_argument("--trajectory-seconds", type=float, default=240.0)
     p.add_argument("--trajectory-batches", type=int, default=40)
     p.add_argument("--trajectory-batch", type=int, default=512)
     p.add_argument("--substeps", type=int, default=8)
     p.add_argument("--student-seconds", type=float, default=360.0)
     p.add_argument("--student-steps", type=int, default=4000)
-    p.add_argument("--teacher-lr", type=float, default=1e-3)
     p.add_argument("--student-lr", type=float, default=2e-4)
-    p.add_argument("--cond-dropout", type=float, default=0.15)
     p.add_argument("--guidance", type=float, default=None,
                    help="teacher CFG scale distilled into the student (default model.FLOW_GUIDANCE)")
-    p.add_argument("--eval-samples", type=int, default=1000)
     return p.parse_args(argv)
 
 
@@ -356,15 +332,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "parameters": {"unet": sum(p.numel() for p in read["flow_teacher"].parameters())},
         "teacher": teacher_report, "trajectories": trajectory_report, "student": student_report,
         "evaluation": figures,
-        "total_wall_s": round(time.perf_counter() - start, 1),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "processor": platform.machine()},
     }
-    (args.out / "train_flow_report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    logger.info("report:\n%s", json.dumps(report, indent=1))
-    return report
+    return shared.write_report(args.out / "train_flow_report.json", report, start, load_before)
 
 
 def read_weights(path: Path) -> Dict[str, torch.Tensor]:

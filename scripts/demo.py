@@ -187,7 +187,7 @@ def digits_graph(object_info: dict[str, Any], seed: int) -> tuple[dict[str, Any]
     flow_out = add("SamplerCustom", "SamplerCustom (flow student, 4 LCM steps)", model=flow, add_noise=True,
                    noise_seed=seed, cfg=1.0, positive=digits, negative=none, sampler=add("LCMSampler", "LCM Sampler"),
                    sigmas=grid, latent_image=latent)
-    save(flow_out, "digits_flow_pack_4steps", "Flow student (this pack), its 4 training timesteps")
+    save(flow_out, "digits_flow_pack_4steps", "Flow student (this pack), 4 training timesteps")
     return graph, rows
 
 

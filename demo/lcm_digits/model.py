@@ -14,6 +14,9 @@ format), so ComfyUI runs it natively: epsilon prediction, SD's scaled_linear sch
 0.00085..0.012, 1000 steps). The class condition is cross-attention: a learned table of 11 rows
 (digits 0-9, then the null row for the unconditional branch of CFG) whose row is the context,
 one token of CONTEXT_DIM channels.
+
+The flow pair (FLOW_KINDS, demo/train_flow_digits.py) is the same UNet run by ComfyUI as a flow
+model (DigitsFlow: CONST over ModelSamplingDiscreteFlow, shift FLOW_SHIFT), with the same table.
 """
 
 from __future__ import annotations
