@@ -136,7 +136,8 @@ class Bench:
         nodes = self.pack.nodes
         grid = ", ".join(f"{1 - i / steps:g}" for i in range(steps))  # linspace(1, 1/n, n)
         sigmas, _ = nodes.FlowMatchLCMTimesteps().get_sigmas(model, steps, 1.0, sigmas=grid)
-        sampler = (nodes.LCMSampler().get_sampler()[0] if sampler_name == "LCMSampler"
+        # LCMSampler's config (required) is unused on a flow model: its defaults serve.
+        sampler = (nodes.LCMSampler().get_sampler(comfy_host.lcm_config(nodes))[0] if sampler_name == "LCMSampler"
                    else self.comfy.samplers.sampler_object(sampler_name))
 
         def run(seed: int) -> Any:

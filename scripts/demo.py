@@ -185,7 +185,7 @@ def digits_graph(object_info: dict[str, Any], seed: int) -> tuple[dict[str, Any]
     grid = add("FlowMatchLCMTimesteps", "FlowMatch LCM Timesteps (the training timesteps)", model=flow, steps=4,
                strength=1.0, sigmas=", ".join(f"{s:g}" for s in flow_training_grid()))
     flow_out = add("SamplerCustom", "SamplerCustom (flow student, 4 LCM steps)", model=flow, add_noise=True,
-                   noise_seed=seed, cfg=1.0, positive=digits, negative=none, sampler=add("LCMSampler", "LCM Sampler"),
+                   noise_seed=seed, cfg=1.0, positive=digits, negative=none, sampler=sampler,  # flow: config unused
                    sigmas=grid, latent_image=latent)
     save(flow_out, "digits_flow_pack_4steps", "Flow student (this pack), 4 training timesteps")
     return graph, rows

@@ -235,7 +235,7 @@ def test_flow_student_draws_recognisable_digits_on_its_training_timesteps(comfy:
     sigmas, _ = pack.nodes.FlowMatchLCMTimesteps().get_sigmas(
         flow_student, 4, 1.0, sigmas=", ".join(map(str, demo.model.FLOW_TRAINING_GRID)))
     np.testing.assert_allclose(sigmas[:-1].tolist(), demo.model.flow_training_sigmas(), rtol=1e-5)
-    sampler = pack.nodes.LCMSampler().get_sampler()[0]
+    sampler = pack.nodes.LCMSampler().get_sampler(comfy_host.lcm_config(pack.nodes))[0]  # config unused on flow
 
     def draw(digit: int, seed: int) -> dict[str, torch.Tensor]:
         return comfy.nodes_custom_sampler.SamplerCustom.execute(
