@@ -19,14 +19,26 @@ Rows (one per model, sampler, scheduler, steps, gamma), each over several seeds:
   - teacher: ComfyUI's ddim and euler (scheduler simple) up to 50 steps, and the pack's
     LCMSampler on the teacher that was never distilled, all at cfg 4 (the student's distilled scale).
 
+The flow-matching pair (demo/train_flow_digits.py; model.FLOW_SHIFT 5 carried by the model):
+  - flow_student, scheduler training_timesteps: FlowMatchLCMTimesteps' custom sigmas
+    linspace(1, 1/n, n) (LightX2V's denoising_step_list / 1000), shifted by the model's shift:
+    at n = 4 the student's training sigmas, at 1 and 2 steps a subset of them, at 8 a superset
+    (every other one is a training sigma); sampled with the pack's LCMSampler (LCM-style) and
+    with ComfyUI's euler, through sample_custom, cfg 1;
+  - flow_student, ComfyUI's lcm and euler with the simple, normal, sgm_uniform, beta and
+    ddim_uniform schedulers (KSampler), cfg 1;
+  - flow_teacher: ComfyUI's euler + simple up to 50 steps at model.FLOW_GUIDANCE (the student's
+    distilled scale).
+
     LCM_COMFYUI=<tree> python benchmarks/bench_quality.py [--quick] [--seeds 3] [--samples 2000]
         [--out benchmarks/results/quality.json]
 
 Writes the rows as a JSON list (keys model, sampler, scheduler, steps, gamma, fd_mean, fd_std,
 seeds, samples_per_seed, plus model_sampling, cfg and wall_s) and prints a table. The full run
-(about 9 minutes on 2 CPU cores) writes benchmarks/results/quality.json; `--quick` (under a
-minute) recomputes only the pack's, diffusers' and ComfyUI's lcm rows at 1 and 4 steps with 500
-samples x 2 seeds, and writes nothing unless --out is given.
+(about 21 minutes on 2 shared CPU cores) writes benchmarks/results/quality.json; `--quick` (under a
+minute) recomputes only the pack's, diffusers' and ComfyUI's lcm rows at 1 and 4 steps and the
+flow student's two rows on its training timesteps with 500 samples x 2 seeds, and writes nothing
+unless --out is given.
 """
 
 from __future__ import annotations
@@ -51,6 +63,9 @@ QUICK_STEPS = (1, 4)
 TEACHER_CFG = 4.0  # the scale the student was distilled at (demo/lcm_digits/models/MODEL_CARD.md)
 TCD_GAMMAS = (0.0, 0.3, 1.0)
 BUILTIN_SCHEDULERS = ("sgm_uniform", "simple", "normal")
+FLOW_SCHEDULERS = ("simple", "normal", "sgm_uniform", "beta", "ddim_uniform")
+FLOW_SAMPLERS = ("lcm", "euler")
+TRAINING_TIMESTEPS = "training_timesteps"
 # The pack against diffusers on the same weights and seeds: the latents agree within 1e-4 (the parity
 # tests), which moves an FD in the tens by far less than this.
 PARITY_TOLERANCE = 0.01
@@ -68,7 +83,7 @@ class Bench:
         self.demo = comfy_host.import_digits_demo()
         self.digits = self.demo.model
         loader = self.demo.demo_nodes.DigitsModelLoader()
-        self.models = {kind: loader.load(kind)[0] for kind in ("student", "teacher")}
+        self.models = {kind: loader.load(kind)[0] for kind in ("student", "teacher", "flow_student", "flow_teacher")}
         # The usual advice for ComfyUI's own lcm sampler: the student patched with ModelSamplingDiscrete(lcm).
         self.models["patched_student"] = self.comfy.nodes_model_advanced.ModelSamplingDiscrete().patch(
             self.models["student"], "lcm", False)[0]
@@ -114,6 +129,22 @@ class Bench:
                                                    self.negative, self.latent, disable_pbar=True, seed=seed)
         return run
 
+    def training_grid_sampler(self, sampler_name: str, steps: int) -> Callable[[int], Any]:
+        """The flow student on its training-timestep rule (FlowMatchLCMTimesteps' custom sigmas, shifted by the
+        model), with the pack's LCMSampler or a ComfyUI sampler, as SamplerCustom runs them."""
+        model = self.models["flow_student"]
+        nodes = self.pack.nodes
+        grid = ", ".join(f"{1 - i / steps:g}" for i in range(steps))  # linspace(1, 1/n, n)
+        sigmas, _ = nodes.FlowMatchLCMTimesteps().get_sigmas(model, steps, 1.0, sigmas=grid)
+        # LCMSampler's config (required) is unused on a flow model: its defaults serve.
+        sampler = (nodes.LCMSampler().get_sampler(comfy_host.lcm_config(nodes))[0] if sampler_name == "LCMSampler"
+                   else self.comfy.samplers.sampler_object(sampler_name))
+
+        def run(seed: int) -> Any:
+            return self.comfy.sample.sample_custom(model, self.noise(seed), 1.0, sampler, sigmas, self.positive,
+                                                   self.negative, self.latent, disable_pbar=True, seed=seed)
+        return run
+
     def builtin_sampler(self, kind: str, sampler_name: str, scheduler: str, steps: int,
                         cfg: float) -> Callable[[int], Any]:
         """ComfyUI's own sampler and scheduler as KSampler runs them (comfy.sample.sample)."""
@@ -156,6 +187,10 @@ def row_plan(bench: Bench, quick: bool) -> List[Dict[str, Any]]:
         plan.append({"model": model, "sampler": sampler, "scheduler": scheduler, "steps": steps, "gamma": gamma,
                      "model_sampling": model_sampling, "cfg": cfg, "run": run})
 
+    for sampler_name in ("LCMSampler", "euler"):  # the flow student on its training timesteps
+        for steps in (4,) if quick else STUDENT_STEPS:
+            add("flow_student", sampler_name, TRAINING_TIMESTEPS, steps,
+                bench.training_grid_sampler(sampler_name, steps))
     for steps in student_steps:
         add("lcm_student", "LCMSampler", "LCMTimesteps", steps, bench.pack_sampler("student", steps, 1.0))
         add("lcm_student", "diffusers LCMScheduler", "LCMScheduler", steps, bench.diffusers_sampler(steps))
@@ -178,6 +213,15 @@ def row_plan(bench: Bench, quick: bool) -> List[Dict[str, Any]]:
             # starts low (1 step: t = 1, 2 steps: t = 501), so the noise is never removed.
             add("teacher", sampler_name, "simple", steps,
                 bench.builtin_sampler("teacher", sampler_name, "simple", steps, TEACHER_CFG), cfg=TEACHER_CFG)
+    for steps in STUDENT_STEPS:
+        for sampler_name in FLOW_SAMPLERS:
+            for scheduler in FLOW_SCHEDULERS:
+                add("flow_student", sampler_name, scheduler, steps,
+                    bench.builtin_sampler("flow_student", sampler_name, scheduler, steps, 1.0))
+    guidance = bench.digits.FLOW_GUIDANCE
+    for steps in TEACHER_STEPS:
+        add("flow_teacher", "euler", "simple", steps,
+            bench.builtin_sampler("flow_teacher", "euler", "simple", steps, guidance), cfg=guidance)
     return plan
 
 
@@ -213,7 +257,18 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join([header, separator, *body]) + "\n"
 
 
+def split_tables(rows: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """docs/quality.md's two tables: the epsilon pair, then the flow pair (each only if it has rows)."""
+    flow = [row for row in rows if row["model"].startswith("flow_")]
+    discrete = [row for row in rows if not row["model"].startswith("flow_")]
+    return [group for group in (discrete, flow) if group]
+
+
 def table_sampler(row: Dict[str, Any]) -> str:
+    if row["scheduler"] == TRAINING_TIMESTEPS:
+        return f"{row['sampler'] if row['sampler'] == 'LCMSampler' else 'ComfyUI `euler`'} + training timesteps"
+    if row["model"].startswith("flow_"):
+        return f"ComfyUI `{row['sampler']}` + `{row['scheduler']}`"
     if row["sampler"] == "lcm":
         patch = "ModelSamplingDiscrete(lcm)" if row["model_sampling"] == "lcm" else "unpatched model"
         return f"ComfyUI `lcm` + `{row['scheduler']}`, {patch}"
@@ -254,7 +309,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = measure(bench, row_plan(bench, args.quick), seeds)
     print(json.dumps({"benchmark": "quality", "rows": len(rows), "floor_fd": round(bench.real_fd, 2),
                       "wall_s": round(time.perf_counter() - start, 1)}))
-    print(markdown_table(rows))
+    for table_rows in split_tables(rows):
+        print(markdown_table(table_rows))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -134,6 +134,17 @@ def init_weights_(module: torch.nn.Module, seed: int) -> None:
         torch.nn.init.zeros_(out[-1].bias)
 
 
+def optimise_(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> float:
+    """One AdamW step at learning rate lr with gradient clipping at 1.0; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def lr_at(step: int, progress: float, peak: float, warmup: int) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay to 10 % of the peak at progress 1."""
     if step < warmup:
@@ -479,29 +490,35 @@ def read_back(model_mod: Any, out: Path) -> Tuple[torch.nn.Module, torch.nn.Modu
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_arguments(description: str, teacher_seconds: float) -> argparse.ArgumentParser:
+    """The options this script shares with demo/train_flow_digits.py."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, default=HERE / "lcm_digits" / "models", help="folder for the weights")
     p.add_argument("--comfyui", default=None, help="ComfyUI tree (default $LCM_COMFYUI)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reuse", type=Path, default=None,
-                   help="skip (a) and (b): take the teacher, embedding and classifier from this folder")
     p.add_argument("--quick", action="store_true", help="a smoke run of a few seconds per phase")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--batch", type=int, default=128, help="teacher batch")
-    p.add_argument("--student-batch", type=int, default=64)
-    p.add_argument("--teacher-seconds", type=float, default=540.0)
+    p.add_argument("--teacher-seconds", type=float, default=teacher_seconds)
     p.add_argument("--teacher-steps", type=int, default=6000)
+    p.add_argument("--teacher-lr", type=float, default=1e-3)
+    p.add_argument("--cond-dropout", type=float, default=0.15)
+    p.add_argument("--eval-samples", type=int, default=1000)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = common_arguments(__doc__.splitlines()[0], teacher_seconds=540.0)
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="skip (a) and (b): take the teacher, embedding and classifier from this folder")
+    p.add_argument("--student-batch", type=int, default=64)
     p.add_argument("--classifier-seconds", type=float, default=30.0)
     p.add_argument("--classifier-steps", type=int, default=1500)
     p.add_argument("--student-seconds", type=float, default=480.0)
     p.add_argument("--student-steps", type=int, default=4000)
-    p.add_argument("--teacher-lr", type=float, default=1e-3)
     p.add_argument("--student-lr", type=float, default=3e-4)
-    p.add_argument("--cond-dropout", type=float, default=0.15)
     p.add_argument("--guidance", type=float, default=4.0,
                    help="teacher CFG scale distilled into the student (w = guidance - 1)")
-    p.add_argument("--eval-samples", type=int, default=1000)
     return p.parse_args(argv)
 
 
@@ -556,13 +573,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                        "classifier": sum(p.numel() for p in classifier_read.parameters())},
         "teacher": teacher_report, "classifier": classifier_report, "student": student_report,
         "evaluation": figures,
-        "total_wall_s": round(time.perf_counter() - start, 1),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "processor": platform.machine()},
     }
-    (args.out / "train_report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return write_report(args.out / "train_report.json", report, start, load_before)
+
+
+def write_report(path: Path, report: Dict[str, Any], start: float, load_before: Sequence[float]) -> Dict[str, Any]:
+    """The report with the run's wall time, load and machine added, written as JSON and logged."""
+    report = {**report,
+              "total_wall_s": round(time.perf_counter() - start, 1),
+              "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()],
+              "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "python": platform.python_version(), "processor": platform.machine()}}
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     logger.info("report:\n%s", json.dumps(report, indent=1))
     return report
 

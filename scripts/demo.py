@@ -10,8 +10,9 @@ Without --ckpt (the default) it runs the tiny LCM distilled on scikit-learn's 8x
 ships in demo/lcm_digits/ (demo-only nodes, not part of the pack): digits 0-9 at 1, 2, 4 and 8
 steps with this pack's LCMSampler and with ComfyUI's built-in `lcm` sampler (sgm_uniform, on a
 ModelSamplingDiscrete(lcm) model, "the usual advice") for the same seed, and an img2img pass at
-strength 0.5 from the 4-step digits. It checks each row with the model's digit classifier and
-writes one labelled picture, lcm_digits_demo.png.
+strength 0.5 from the 4-step digits; then the flow-matching student (distilled to 4 steps on fixed
+timesteps, as Wan's LightX2V LoRAs are) with the pack on those timesteps. It checks each row with
+the model's digit classifier and writes one labelled picture, lcm_digits_demo.png.
 
 With --ckpt it posts example_workflows/api/lcm_txt2img_then_img2img.api.json: txt2img in 4 LCM
 steps, then img2img at strength 0.5, on your checkpoint (with --lora in its LoraLoader, e.g.
@@ -178,7 +179,24 @@ def digits_graph(object_info: dict[str, Any], seed: int) -> tuple[dict[str, Any]
     img2img = add("SamplerCustom", "SamplerCustom (img2img)", model=student, add_noise=True, noise_seed=seed + 1,
                   cfg=1.0, positive=digits, negative=none, sampler=sampler, sigmas=sigmas, latent_image=outputs[4])
     save(img2img, "digits_pack_img2img", "img2img at strength 0.5 from the 4-step row")
+    # The flow-matching student (shift 5) at 4 steps on the timesteps it was distilled on, LightX2V's
+    # denoising_step_list / 1000 given to FlowMatchLCMTimesteps, which shifts them as the model does.
+    flow = add("DigitsModelLoader", "Load Digit Model (flow student)", model="flow_student")
+    grid = add("FlowMatchLCMTimesteps", "FlowMatch LCM Timesteps (the training timesteps)", model=flow, steps=4,
+               strength=1.0, sigmas=", ".join(f"{s:g}" for s in flow_training_grid()))
+    flow_out = add("SamplerCustom", "SamplerCustom (flow student, 4 LCM steps)", model=flow, add_noise=True,
+                   noise_seed=seed, cfg=1.0, positive=digits, negative=none, sampler=sampler,  # flow: config unused
+                   sigmas=grid, latent_image=latent)
+    save(flow_out, "digits_flow_pack_4steps", "Flow student (this pack), 4 training timesteps")
     return graph, rows
+
+
+def flow_training_grid() -> tuple[float, ...]:
+    """The flow student's training timesteps / 1000 before the shift (demo/lcm_digits/model.py)."""
+    sys.path.insert(0, str(REPO_ROOT / "demo"))
+    from lcm_digits import model as digits_model
+
+    return digits_model.FLOW_TRAINING_GRID
 
 
 def recognised(images: list[Any]) -> list[int]:
@@ -504,7 +522,7 @@ def run_digits(server: comfy_host.ComfyServer, seed: int, timeout: float) -> tup
                         f"see {server.log_path}")
     graph, labels = digits_graph(info, seed)
     say(f"running the digit demo: digits 0-9, seed {seed}: the pack's LCMSampler and ComfyUI's lcm at "
-        f"{', '.join(map(str, DIGIT_STEPS))} steps, then img2img at strength 0.5")
+        f"{', '.join(map(str, DIGIT_STEPS))} steps, then img2img at strength 0.5, then the flow student")
     entry = run_prompt(server, graph, timeout)
     images = server.output_files(entry)
     rows, lines = [], []

@@ -40,9 +40,13 @@ def test_quick_run_measures_the_pack_and_comfyui_lcm_rows(bench: Any, tmp_path: 
     assert {(row["sampler"], row["scheduler"], row["model_sampling"]) for row in rows if row["sampler"] == "lcm"} == {
         ("lcm", scheduler, patch) for scheduler in bench.BUILTIN_SCHEDULERS for patch in ("lcm", "eps")}
     for steps in (1, 4):
-        pack, reference = (next(r for r in rows if r["sampler"] == name and r["steps"] == steps)
+        pack, reference = (next(r for r in rows if r["sampler"] == name and r["steps"] == steps
+                                and r["model"] == "lcm_student")
                            for name in ("LCMSampler", "diffusers LCMScheduler"))
         assert abs(pack["fd_mean"] - reference["fd_mean"]) <= bench.PARITY_TOLERANCE, (pack, reference)
+    # The flow student on its training timesteps, LCM-style (the pack) and with ComfyUI's euler.
+    assert {(row["sampler"], row["scheduler"], row["steps"]) for row in rows if row["model"] == "flow_student"} == {
+        ("LCMSampler", bench.TRAINING_TIMESTEPS, 4), ("euler", bench.TRAINING_TIMESTEPS, 4)}
     # Digits, not noise: a few LCM steps land far below what undenoised noise scores (hundreds).
     assert all(0 < row["fd_mean"] < 100 for row in rows if row["steps"] == 4), rows
 
@@ -75,7 +79,24 @@ def test_committed_results_hold_every_row_the_issue_asks_for(bench: Any, committ
     assert bench.parity_failures(committed) == []
 
 
+def test_committed_results_hold_every_flow_row_the_issue_asks_for(bench: Any, committed: list[dict[str, Any]]) -> None:
+    present = {(r["model"], r["sampler"], r["scheduler"], r["steps"]) for r in committed}
+    for steps in (1, 2, 4, 8):
+        for sampler in ("LCMSampler", "euler"):
+            assert ("flow_student", sampler, "training_timesteps", steps) in present
+        for sampler in ("lcm", "euler"):
+            for scheduler in ("simple", "normal", "sgm_uniform", "beta", "ddim_uniform"):
+                assert ("flow_student", sampler, scheduler, steps) in present
+    for steps in (1, 2, 4, 8, 50):
+        assert ("flow_teacher", "euler", "simple", steps) in present
+    teacher_cfg = {r["cfg"] for r in committed if r["model"] == "flow_teacher"}
+    assert teacher_cfg == {bench.comfy_host.import_digits_demo().model.FLOW_GUIDANCE}
+
+
 def test_readme_shows_the_committed_table(bench: Any, committed: list[dict[str, Any]]) -> None:
     readme = (REPO_ROOT / "docs" / "quality.md").read_text(encoding="utf-8")
-    assert bench.markdown_table(committed) in readme, "docs/quality.md's table differs from " \
-        "benchmarks/results/quality.json: paste the table that bench_quality.py prints"
+    tables = bench.split_tables(committed)
+    assert len(tables) == 2 and {r["model"] for r in tables[1]} == {"flow_student", "flow_teacher"}
+    for table in tables:
+        assert bench.markdown_table(table) in readme, "docs/quality.md's tables differ from " \
+            "benchmarks/results/quality.json: paste the tables that bench_quality.py prints"

@@ -30,7 +30,8 @@ DIGITS = tuple(range(10))
 # step and 1.0 otherwise; mean probability 0.919 (lcm_1), 0.997 (lcm_4), 1.000 (ksampler_teacher),
 # 1.000 (ksampler_lcm). The classifier alone: 98.8 % on held-out digits (MODEL_CARD.md).
 MAJORITY = 0.6
-MIN_CONFIDENCE = {"lcm_1": 0.8, "lcm_4": 0.95, "ksampler_teacher": 0.95, "ksampler_lcm": 0.95}
+MIN_CONFIDENCE = {"lcm_1": 0.8, "lcm_4": 0.95, "ksampler_teacher": 0.95, "ksampler_lcm": 0.95,
+                  "flow_training_timesteps": 0.9, "ksampler_flow_teacher": 0.9}
 API_GRAPH = DIGITS_DEMO_DIR / "digits_txt2img.api.json"
 DEMO_NODES = ("DigitsModelLoader", "DigitsConditioning", "DigitsDecode", "DigitsEncode")
 
@@ -53,6 +54,11 @@ def student(nodes: Any) -> Any:
 @pytest.fixture(scope="module")
 def teacher(nodes: Any) -> Any:
     return nodes.DigitsModelLoader().load("teacher")[0]
+
+
+@pytest.fixture(scope="module")
+def flow_student(nodes: Any) -> Any:
+    return nodes.DigitsModelLoader().load("flow_student")[0]
 
 
 def empty_latent(comfy: comfy_host.ComfyModules, batch: int = BATCH) -> dict[str, torch.Tensor]:
@@ -122,6 +128,27 @@ def test_model_runs_on_comfyui_classes_with_latent_scale_one(comfy: comfy_host.C
     assert empty_latent(comfy, 2)["samples"].shape == (2, 4, 4, 4)
 
 
+def test_flow_models_are_comfyui_flow_models_with_the_training_shift(comfy: comfy_host.ComfyModules, demo: Any,
+                                                                    nodes: Any, flow_student: Any) -> None:
+    """CONST over ModelSamplingDiscreteFlow (what ModelSamplingSD3 installs), shift 5, time = sigma * 1000."""
+    teacher = nodes.DigitsModelLoader().load("flow_teacher")[0]
+    for patcher in (flow_student, teacher):
+        base = patcher.model
+        assert base.model_type == comfy.model_base.ModelType.FLOW
+        sampling = base.model_sampling
+        assert isinstance(sampling, comfy.model_sampling.ModelSamplingDiscreteFlow)
+        assert isinstance(sampling, comfy.model_sampling.CONST)
+        assert sampling.shift == demo.model.FLOW_SHIFT == 5.0 and sampling.multiplier == 1000
+        assert base.latent_format.scale_factor == 1.0
+    first, other = flow_student.model.diffusion_model.state_dict(), teacher.model.diffusion_model.state_dict()
+    assert any(not torch.equal(first[k], other[k]) for k in first), "flow student and teacher are the same weights"
+    # The training grid: LightX2V's [1000, 750, 500, 250] / 1000 at shift 5 (Wan2.2-Lightning's quoted timesteps).
+    np.testing.assert_allclose(demo.model.flow_training_sigmas(), [1.0, 0.9375, 0.833333, 0.625], rtol=1e-5)
+    # ComfyUI's `simple` at 4 steps on the model picks the same four sigmas.
+    simple = comfy.samplers.calculate_sigmas(flow_student.get_model_object("model_sampling"), "simple", 4)
+    np.testing.assert_allclose(simple[:-1].tolist(), demo.model.flow_training_sigmas(), rtol=1e-5)
+
+
 def test_loader_gives_the_same_weights_every_time(nodes: Any, student: Any, teacher: Any) -> None:
     again = nodes.DigitsModelLoader().load("student")[0]
     first, second = student.model.diffusion_model.state_dict(), again.model.diffusion_model.state_dict()
@@ -169,9 +196,9 @@ def test_decode_and_encode_are_inverse(nodes: Any) -> None:
 def test_committed_weights_are_small_and_the_classifier_is_accurate(demo: Any) -> None:
     models = demo.model.MODELS_DIR
     files = sorted(models.glob("*.safetensors"))
-    assert {f.name for f in files} == {demo.model.TEACHER_FILE, demo.model.STUDENT_FILE, demo.model.EMBEDDING_FILE,
+    assert {f.name for f in files} == {*demo.model.UNET_FILES.values(), demo.model.EMBEDDING_FILE,
                                        demo.model.CLASSIFIER_FILE}
-    assert sum(f.stat().st_size for f in files) <= 10 * 2**20
+    assert sum(f.stat().st_size for f in files) <= 15 * 10**6
     assert (models / "MODEL_CARD.md").is_file()
     _, _, held_x, held_y = demo.model.digit_split()
     assert len(held_y) == demo.model.HELD_OUT == 500
@@ -201,6 +228,29 @@ def test_plain_ksampler_runs_the_teacher_and_the_student(comfy: comfy_host.Comfy
                                                                  "sgm_uniform"), "ksampler_lcm")
 
 
+def test_flow_student_draws_recognisable_digits_on_its_training_timesteps(comfy: comfy_host.ComfyModules, pack: Any,
+                                                                         demo: Any, nodes: Any,
+                                                                         flow_student: Any) -> None:
+    """The pack's LCMSampler on the flow student, sigmas = FlowMatchLCMTimesteps' custom training grid, cfg 1."""
+    sigmas, _ = pack.nodes.FlowMatchLCMTimesteps().get_sigmas(
+        flow_student, 4, 1.0, sigmas=", ".join(map(str, demo.model.FLOW_TRAINING_GRID)))
+    np.testing.assert_allclose(sigmas[:-1].tolist(), demo.model.flow_training_sigmas(), rtol=1e-5)
+    sampler = pack.nodes.LCMSampler().get_sampler(comfy_host.lcm_config(pack.nodes))[0]  # config unused on flow
+
+    def draw(digit: int, seed: int) -> dict[str, torch.Tensor]:
+        return comfy.nodes_custom_sampler.SamplerCustom.execute(
+            model=flow_student, add_noise=True, noise_seed=seed, cfg=1.0, positive=conditioning(nodes, digit),
+            negative=conditioning(nodes, "none"), sampler=sampler, sigmas=sigmas,
+            latent_image=empty_latent(comfy)).args[0]
+    assert_recognisable(demo, nodes, draw, "flow_training_timesteps")
+
+
+def test_plain_ksampler_runs_the_flow_teacher(comfy: comfy_host.ComfyModules, demo: Any, nodes: Any) -> None:
+    teacher = nodes.DigitsModelLoader().load("flow_teacher")[0]
+    assert_recognisable(demo, nodes, lambda digit, seed: ksample(
+        comfy, nodes, teacher, digit, seed, 20, demo.model.FLOW_GUIDANCE, "euler", "simple"), "ksampler_flow_teacher")
+
+
 # ------------------------------------------------------------------------------------ training script
 
 
@@ -227,6 +277,30 @@ def test_training_script_quick_run_writes_loadable_weights(demo: Any, tmp_path: 
                        context=m.context_for(torch.tensor([3, 10]), m.class_embedding(weights(m.EMBEDDING_FILE))))
         assert eps.shape == (2, 4, 4, 4) and bool(torch.isfinite(eps).all())
     m.load_classifier(weights(m.CLASSIFIER_FILE))
+
+
+def test_flow_training_script_quick_run_writes_loadable_flow_weights(demo: Any, tmp_path: Path) -> None:
+    out = tmp_path / "models"
+    env = dict(os.environ, LCM_COMFYUI=str(comfy_host.comfy_tree()))
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "demo" / "train_flow_digits.py"), "--quick", "--out",
+                             str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((out / "train_flow_report.json").read_text(encoding="utf-8"))
+    for phase in ("teacher", "trajectories", "student"):
+        assert report[phase]["steps"] >= 1 and np.isfinite(report[phase]["final_loss"]), report[phase]
+    assert report["trajectories"]["trajectories"] >= 1
+    np.testing.assert_allclose(report["training_sigmas"], demo.model.flow_training_sigmas())
+    from safetensors.torch import load_file
+
+    m = demo.model
+    for kind in m.FLOW_KINDS:
+        weights = {k: v.float() for k, v in load_file(str(out / m.UNET_FILES[kind])).items()}
+        base = m.load_unet_model(kind, weights=weights)
+        assert base.model_type.name == "FLOW"
+        with torch.no_grad():
+            v = base.diffusion_model(torch.randn(2, 4, 4, 4), torch.tensor([1000.0, 625.0]),
+                                     context=m.context_for(torch.tensor([3, 10]), m.class_embedding()))
+        assert v.shape == (2, 4, 4, 4) and bool(torch.isfinite(v).all())
 
 
 # ------------------------------------------------------------------------------------ not part of the pack

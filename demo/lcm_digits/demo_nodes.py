@@ -23,19 +23,24 @@ class DigitsModelLoader:
         "scikit-learn's 8x8 digits, committed in this folder) as a MODEL. student: LCM-distilled, for 1-8 "
         "LCM steps at cfg 1 (the teacher's CFG scale 4 is distilled in). teacher: the epsilon model it was "
         "distilled from, for ordinary samplers (e.g. 20-50 steps) with cfg about 4 and a 'none' negative. "
-        "Use EmptyLatentImage 32x32 (a 4x4 latent) and Digits Decode.")
+        "flow_student / flow_teacher: the same UNet as a flow-matching model (ComfyUI's CONST, shift 5 as "
+        "ModelSamplingSD3 sets it): a rectified-flow teacher (euler, cfg about 2) and its student distilled to "
+        "4 steps on fixed timesteps (sigmas 1, 0.9375, 0.8333, 0.625: FlowMatchLCMTimesteps with sigmas "
+        "'1.0, 0.75, 0.5, 0.25', LCMSampler, cfg 1). Use EmptyLatentImage 32x32 (a 4x4 latent) and Digits Decode.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The digit UNet on ComfyUI's own model classes: epsilon prediction, SD1.5's noise schedule, "
-                       "latent scale factor 1.0.",)
+    OUTPUT_TOOLTIPS = ("The digit UNet on ComfyUI's own model classes: epsilon prediction on SD1.5's noise schedule "
+                       "(student, teacher) or flow matching with shift 5 (flow_*); latent scale factor 1.0.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> Dict[str, Any]:
         return {"required": {"model": (list(digits.UNET_FILES), {
             "default": "student",
-            "tooltip": "student: the LCM (few steps, cfg 1). teacher: the epsilon model (many steps, CFG)."})}}
+            "tooltip": "student: the LCM (few steps, cfg 1). teacher: the epsilon model (many steps, CFG). "
+                       "flow_student: the 4-step flow distillation (cfg 1). flow_teacher: the rectified-flow "
+                       "model (many steps, CFG)."})}}
 
     def load(self, model: str) -> Tuple[Any]:
         import comfy.model_management

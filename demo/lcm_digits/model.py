@@ -14,6 +14,9 @@ format), so ComfyUI runs it natively: epsilon prediction, SD's scaled_linear sch
 0.00085..0.012, 1000 steps). The class condition is cross-attention: a learned table of 11 rows
 (digits 0-9, then the null row for the unconditional branch of CFG) whose row is the context,
 one token of CONTEXT_DIM channels.
+
+The flow pair (FLOW_KINDS, demo/train_flow_digits.py) is the same UNet run by ComfyUI as a flow
+model (DigitsFlow: CONST over ModelSamplingDiscreteFlow, shift FLOW_SHIFT), with the same table.
 """
 
 from __future__ import annotations
@@ -33,8 +36,25 @@ TEACHER_FILE = "digits_teacher_unet.safetensors"
 STUDENT_FILE = "digits_lcm_student_unet.safetensors"
 EMBEDDING_FILE = "digits_class_embedding.safetensors"
 CLASSIFIER_FILE = "digits_classifier.safetensors"
-UNET_FILES = {"student": STUDENT_FILE, "teacher": TEACHER_FILE}
+# The flow-matching pair (demo/train_flow_digits.py): a rectified-flow teacher and its 4-step student,
+# on the same UNet and the same (frozen) class-embedding table as the epsilon pair above.
+FLOW_TEACHER_FILE = "digits_flow_teacher_unet.safetensors"
+FLOW_STUDENT_FILE = "digits_flow_student_unet.safetensors"
+UNET_FILES = {"student": STUDENT_FILE, "teacher": TEACHER_FILE,
+              "flow_student": FLOW_STUDENT_FILE, "flow_teacher": FLOW_TEACHER_FILE}
+FLOW_KINDS = ("flow_student", "flow_teacher")
 EMBEDDING_KEY = "class_embedding.weight"
+
+# The flow models' timestep shift, sigma' = s sigma / (1 + (s - 1) sigma), carried by their ComfyUI
+# model sampling (what ModelSamplingSD3 sets). 5.0 is the sample_shift of LightX2V's Wan2.1 4-step
+# distillation, and with it the student's training grid below is the one both LightX2V (Wan2.1,
+# denoising_step_list [1000, 750, 500, 250]) and Wan2.2-Lightning ([1000, 937.5, 833.33, 625]) use,
+# so the question "does sampling on the training timesteps matter?" is asked on their grid.
+FLOW_SHIFT = 5.0
+# The student's training timesteps before the shift: LightX2V's denoising_step_list / 1000.
+FLOW_TRAINING_GRID = (1.0, 0.75, 0.5, 0.25)
+# The teacher's CFG scale distilled into the flow student (which then runs at cfg 1).
+FLOW_GUIDANCE = 2.0
 
 NUM_DIGITS = 10
 NULL_ROW = NUM_DIGITS  # the 11th row: "no digit", the unconditional branch of CFG
@@ -142,10 +162,37 @@ def latent_format_class() -> Any:
     return _comfy_classes()[0]
 
 
-def build_unet_model(device: Optional[torch.device] = None) -> Any:
-    """A ComfyUI BaseModel (fp32, weights NOT initialised: ComfyUI disables init) for UNET_CONFIG."""
+@functools.lru_cache(maxsize=None)
+def _flow_class() -> Any:
+    import comfy.model_base
+
+    class DigitsFlow(_comfy_classes()[1]):
+        """The same UNet as a flow-matching model: ComfyUI's CONST over ModelSamplingDiscreteFlow (what
+        ModelSamplingSD3 installs), velocity v = noise - x0, model time = sigma * 1000, shift FLOW_SHIFT."""
+
+        sampling_settings = {"shift": FLOW_SHIFT, "multiplier": 1000}
+
+        def model_type(self, state_dict: Any, prefix: str = "") -> Any:
+            return comfy.model_base.ModelType.FLOW
+
+    return DigitsFlow
+
+
+def shifted(sigma: float, shift: float = FLOW_SHIFT) -> float:
+    """The static timestep shift (SD3, Esser et al. 2024; ComfyUI's time_snr_shift)."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def flow_training_sigmas() -> Tuple[float, ...]:
+    """The student's four training sigmas: FLOW_TRAINING_GRID shifted by FLOW_SHIFT (1, 0.9375, 0.8333, 0.625)."""
+    return tuple(shifted(s) for s in FLOW_TRAINING_GRID)
+
+
+def build_unet_model(device: Optional[torch.device] = None, flow: bool = False) -> Any:
+    """A ComfyUI BaseModel (fp32, weights NOT initialised: ComfyUI disables init) for UNET_CONFIG:
+    epsilon prediction on SD1.5's schedule, or (flow=True) the flow-matching DigitsFlow."""
     # A deep copy: UNetModel.__init__ pops from the transformer_depth lists it is given.
-    model_config = _comfy_classes()[1](copy.deepcopy(UNET_CONFIG))
+    model_config = (_flow_class() if flow else _comfy_classes()[1])(copy.deepcopy(UNET_CONFIG))
     model_config.set_inference_dtype(torch.float32, None)
     return model_config.get_model({}, "", device=device or torch.device("cpu"))
 
@@ -163,12 +210,13 @@ def load_weights(file_name: str) -> Dict[str, torch.Tensor]:
 
 
 def load_unet_model(kind: str = "student", weights: Optional[Dict[str, torch.Tensor]] = None) -> Any:
-    """The trained UNet (kind "student" or "teacher") as a ComfyUI BaseModel, eval mode, no grad."""
+    """The trained UNet (a kind of UNET_FILES) as a ComfyUI BaseModel, eval mode, no grad; the flow
+    kinds are flow-matching models."""
+    if kind not in UNET_FILES:
+        raise ValueError(f"model kind {kind!r}: expected one of {sorted(UNET_FILES)}")
     if weights is None:
-        if kind not in UNET_FILES:
-            raise ValueError(f"model kind {kind!r}: expected one of {sorted(UNET_FILES)}")
         weights = load_weights(UNET_FILES[kind])
-    model = build_unet_model()
+    model = build_unet_model(flow=kind in FLOW_KINDS)
     # strict: every parameter comes from the file (ComfyUI would leave a missing one uninitialised).
     model.diffusion_model.load_state_dict(weights, strict=True)
     model.diffusion_model.eval().requires_grad_(False)
