@@ -471,19 +471,20 @@ def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[st
 
 
 def test_demo_runs_the_digit_model_by_default(tmp_path: Path) -> None:
-    """`make demo` with no model: digits at 1, 2, 4, 8 steps (the pack and ComfyUI's lcm) and img2img, one
-    labelled picture, each row read back by the digit model's classifier, and what to run next."""
+    """`make demo` with no model: digits at 1, 2, 4, 8 steps (the pack and ComfyUI's lcm), img2img and the flow
+    student's row, one labelled picture, each row read back by the digit model's classifier, and what to run next."""
     from PIL import Image
 
     result = run_demo("--port", "0", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(list((tmp_path / "output").glob("digits_*.png"))) == 9 * 10
+    assert len(list((tmp_path / "output").glob("digits_*.png"))) == 10 * 10
     with Image.open(tmp_path / "lcm_digits_demo.png") as picture:
-        assert picture.width > 900 and picture.height > 9 * 64
+        assert picture.width > 900 and picture.height > 10 * 64
     rows = {match.group(1).strip(): int(match.group(2)) for match in
             re.finditer(r"^  (.+?) classifier reads [0-9 ]+: (\d+)/10 right$", result.stdout, re.M)}
-    assert len(rows) == 9, result.stdout
+    assert len(rows) == 10, result.stdout
     assert rows["LCM Multistep (this pack), 4 steps"] >= 9 and rows["img2img at strength 0.5 from the 4-step row"] >= 9
+    assert rows["Flow student (this pack), 4 training timesteps"] >= 9
     assert "999, 759, 499, 259" in result.stdout and "999, 759, 519 or 499, 259" in result.stdout
     assert "comfy-cli launch" in result.stdout and "make demo CKPT=" in result.stdout
     assert (tmp_path / "lcm_schedules_4steps.png").stat().st_size > 10_000
