@@ -622,8 +622,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"  {image}")
             say(f"  txt2img in 4 LCM steps, then img2img at strength 0.5, on {ckpt_name}"
                 f"{' with ' + lora_name if lora_name else ' alone (no LoRA)'}.")
-        say("In your own ComfyUI: put this folder in ComfyUI/custom_nodes/, restart, then Workflow > Browse "
-            "Templates (or the Templates button) > lcm-multistep, or open "
+        # The templates browser lists a pack's workflows under its folder's name in custom_nodes/.
+        say(f"In your own ComfyUI: put this folder in ComfyUI/custom_nodes/, restart, then Workflow > Browse "
+            f"Templates (or the Templates button) > {REPO_ROOT.name}, or open "
             "example_workflows/lcm_txt2img_then_img2img.json; its note says which files go where.")
         if args.keep_running:
             url, pid, server = server.url, server.detach(), None
