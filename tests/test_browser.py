@@ -179,7 +179,7 @@ def assert_shows_workflow(page: ComfyPage, workflow: dict[str, Any], mark: Mark)
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_example_workflow_from_the_templates_browser(page: ComfyPage, name: str) -> None:
-    """Templates -> lcm-multistep -> the card: the workflow loads complete, as its file says."""
+    """Templates -> the pack's folder -> the card: the workflow loads complete, as its file says."""
     mark = page.mark()
     workflow = load(name)
     page.load_template(PACK_FOLDER, name, workflow)
