@@ -92,8 +92,9 @@ class Preset:
 
 
 LCM_LORA_QUOTE = "num_inference_steps=4, guidance_scale=0; 'reduce the number of inference steps to just 2 to 8'"
-FULL_LCM_NOTE = ("A full LCM UNet: load it with LCMUNetLoader, whose guidance_scale (the card's 8.0) goes into the "
-                 "UNet; the sampler's cfg stays 1.")
+FULL_LCM_NOTE = ("A full LCM UNet: load it with LCMUNetLoader, whose guidance_scale goes into the UNet (set it to "
+                 "the card's 8.0; the loader's default is diffusers' pipeline default, 8.5); the sampler's cfg "
+                 "stays 1.")
 
 # diffusers' txt2img pipelines hand the UNet unit-variance noise at whatever timestep the list starts
 # with; ComfyUI scales an empty latent's noise by that timestep's sigma (sqrt(1 + sigma^2) only at
