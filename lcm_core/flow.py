@@ -102,7 +102,7 @@ def _validate_flow(config: FlowMatchConfig) -> None:
 # -- The schedule -------------------------------------------------------------------------
 
 
-def shifted_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
+def shifted_sigmas(sigmas: "np.ndarray | torch.Tensor", shift: float) -> "np.ndarray | torch.Tensor":
     """The static shift s sigma / (1 + (s - 1) sigma) (SD3: Esser et al. 2024, section 5.3.2).
 
     In ``sigmas``' own precision, as the reference computes it.
@@ -140,7 +140,7 @@ def training_sigmas(config: FlowMatchConfig) -> torch.Tensor:
     n = config.num_train_timesteps
     table = torch.from_numpy(np.linspace(1, n, n, dtype=np.float32)[::-1].copy()) / n
     if not config.use_dynamic_shifting:
-        table = config.shift * table / (1 + (config.shift - 1) * table)
+        table = shifted_sigmas(table, config.shift)
     return table
 
 
